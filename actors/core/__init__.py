@@ -1,0 +1,1 @@
+"""Contracts shared by every domain: instruments, the market-data batch, messages, clocks."""

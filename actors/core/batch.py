@@ -1,0 +1,128 @@
+"""The columnar market-data batch: the one shape market data takes between processes.
+
+A batch is a numpy structured array of :data:`MD_DTYPE` rows plus the instrument it belongs to.
+Rows are in arrival order. Semantics per ``kind``:
+
+* ``DELTA``: the level ``(side, price)`` now holds ``size`` (absolute, as Binance diff-depth);
+  ``size == 0`` removes the level.
+* ``SNAPSHOT``: as ``DELTA``, but part of a full-book image; the first snapshot row after
+  anything else implies a clear of the book.
+* ``CLEAR``: remove every level of the book (``side``, ``price``, ``size`` ignored).
+* ``TRADE``: a trade of ``size`` at ``price``; ``side`` is the aggressor (``BID`` = buyer).
+
+``flags`` carries ``F_LAST`` on the last row of an exchange message (the book is consistent
+after it, so features may be sampled there) and ``F_SNAPSHOT`` on snapshot rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from actors.core.errors import BatchError
+from actors.core.instruments import Instrument
+
+# kind
+DELTA = 0
+TRADE = 1
+SNAPSHOT = 2
+CLEAR = 3
+KIND_NAMES = {DELTA: "delta", TRADE: "trade", SNAPSHOT: "snapshot", CLEAR: "clear"}
+
+# side (book side for deltas; aggressor side for trades)
+BID = 0
+ASK = 1
+
+# flags
+F_LAST = 1
+F_SNAPSHOT = 2
+
+MD_DTYPE = np.dtype(
+    [
+        ("ts_event", "i8"),  # exchange time, ns since epoch
+        ("ts_init", "i8"),  # our receive time, ns since epoch
+        ("seq", "i8"),  # venue sequence / update id (monotone non-decreasing)
+        ("kind", "u1"),
+        ("side", "u1"),
+        ("price", "i8"),  # integer ticks
+        ("size", "f8"),  # quantity in instrument units (not lots)
+        ("flags", "u1"),
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketBatch:
+    """A batch of market-data rows for one instrument.
+
+    Attributes:
+        instrument: The instrument every row belongs to.
+        data: Rows of :data:`MD_DTYPE`, in arrival order.
+        wall_init_ns: Wall-clock ns when the batch entered raydesk. Equal to the last row's
+            ``ts_init`` when live; on simulated time it is the real moment the feed emitted the
+            batch, which is what processing latency is measured from.
+    """
+
+    instrument: Instrument
+    data: np.ndarray
+    wall_init_ns: int = 0
+    meta: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def symbol(self) -> str:
+        return self.instrument.symbol
+
+
+def empty_rows(n: int) -> np.ndarray:
+    """Return ``n`` zeroed rows of :data:`MD_DTYPE`."""
+    return np.zeros(n, dtype=MD_DTYPE)
+
+
+def validate_rows(data: object, symbol: str = "") -> np.ndarray:
+    """Check a batch's rows against the contract and return them as a :data:`MD_DTYPE` array.
+
+    Raises:
+        BatchError: naming the column (``batch[SYMBOL].price[3]``), the rule and the value.
+    """
+    where = f"batch[{symbol}]" if symbol else "batch"
+    if not isinstance(data, np.ndarray):
+        raise BatchError(where, "a numpy structured array of MD_DTYPE", type(data).__name__)
+    if data.dtype != MD_DTYPE:
+        names = data.dtype.names or ()
+        missing = [n for n in MD_DTYPE.names if n not in names]
+        if missing:
+            raise BatchError(f"{where}.dtype", f"have columns {list(MD_DTYPE.names)}", missing)
+        try:
+            data = data.astype(MD_DTYPE, casting="same_kind")
+        except TypeError as exc:
+            raise BatchError(f"{where}.dtype", "castable to MD_DTYPE", str(data.dtype)) from exc
+    if data.ndim != 1:
+        raise BatchError(f"{where}.shape", "1-dimensional", data.shape)
+    if len(data) == 0:
+        return data
+
+    def first_bad(mask: np.ndarray, col: str, rule: str) -> None:
+        if mask.any():
+            i = int(np.argmax(mask))
+            raise BatchError(f"{where}.{col}[{i}]", rule, data[col][i].item())
+
+    first_bad(data["kind"] > CLEAR, "kind", "one of 0=delta 1=trade 2=snapshot 3=clear")
+    not_clear = data["kind"] != CLEAR
+    first_bad(not_clear & (data["side"] > ASK), "side", "0 (bid/buy) or 1 (ask/sell)")
+    size = data["size"]
+    first_bad(~np.isfinite(size), "size", "finite")
+    first_bad(size < 0, "size", ">= 0")
+    trade = data["kind"] == TRADE
+    first_bad(trade & (size <= 0), "size", "> 0 for a trade")
+    first_bad(not_clear & (data["price"] <= 0), "price", "> 0 ticks")
+    first_bad(data["ts_event"] <= 0, "ts_event", "> 0 ns")
+    first_bad(data["ts_init"] <= 0, "ts_init", "> 0 ns")
+    if len(data) > 1:
+        first_bad(
+            np.concatenate(([False], np.diff(data["seq"]) < 0)), "seq", "non-decreasing"
+        )
+    return data

@@ -1,0 +1,222 @@
+"""Commands (imperative) and events (past tense): immutable, both clocks in int ns.
+
+Every message turns into a plain record (``to_record``) for the journal: a dict with a ``type``
+key and JSON-safe values, so that a replay's journal is byte-for-byte reproducible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+
+class OrderSide(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is OrderSide.BUY else -1
+
+
+class OrderType(StrEnum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+
+
+class TimeInForce(StrEnum):
+    GTC = "GTC"
+    IOC = "IOC"
+    FOK = "FOK"
+
+
+class OrderStatus(StrEnum):
+    INITIALIZED = "INITIALIZED"
+    DENIED = "DENIED"
+    SUBMITTED = "SUBMITTED"
+    ACCEPTED = "ACCEPTED"
+    REJECTED = "REJECTED"
+    TRIGGERED = "TRIGGERED"
+    PENDING_UPDATE = "PENDING_UPDATE"
+    PENDING_CANCEL = "PENDING_CANCEL"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELED = "CANCELED"
+    EXPIRED = "EXPIRED"
+
+
+class LiquiditySide(StrEnum):
+    MAKER = "MAKER"
+    TAKER = "TAKER"
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, StrEnum):
+        return v.value
+    if isinstance(v, tuple | list):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    return v
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """Base of commands and events."""
+
+    ts_event: int
+    ts_init: int
+
+    kind: ClassVar[str] = "message"
+
+    def to_record(self) -> dict[str, Any]:
+        """Return a JSON-safe dict with a ``type`` key naming the message class."""
+        rec: dict[str, Any] = {"type": type(self).__name__}
+        for f in dataclasses.fields(self):
+            rec[f.name] = _plain(getattr(self, f.name))
+        return rec
+
+
+# --- commands ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitOrder(Message):
+    """Ask for a new order. ``price_ticks`` is ``None`` for market orders.
+
+    ``trigger_ts_init`` is the ``ts_init`` of the market event that led to the order: latency
+    is measured from it.
+    """
+
+    client_order_id: str
+    symbol: str
+    side: OrderSide
+    order_type: OrderType
+    qty_lots: int
+    price_ticks: int | None = None
+    tif: TimeInForce = TimeInForce.GTC
+    reduce_only: bool = False
+    strategy_id: str = "default"
+    decision_id: str = ""
+    trigger_ts_init: int = 0
+
+    kind: ClassVar[str] = "command"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelOrder(Message):
+    """Ask to cancel a working order."""
+
+    client_order_id: str
+    symbol: str
+
+    kind: ClassVar[str] = "command"
+
+
+# --- order events -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderEvent(Message):
+    client_order_id: str
+    symbol: str
+
+    kind: ClassVar[str] = "event"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderDenied(OrderEvent):
+    """Risk refused the order before it reached a venue. ``reason`` is a stable code."""
+
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderSubmitted(OrderEvent):
+    """The order was sent to the venue."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderAccepted(OrderEvent):
+    """The venue accepted the order."""
+
+    venue_order_id: str
+    trigger_ts_init: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderRejected(OrderEvent):
+    """The venue refused the order."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderFilled(OrderEvent):
+    """A (partial) fill. ``fee`` is in quote currency, positive = paid."""
+
+    trade_id: str
+    side: OrderSide
+    last_qty_lots: int
+    last_px_ticks: int
+    liquidity: LiquiditySide
+    fee: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderCanceled(OrderEvent):
+    """The order was canceled (on request, or the rest of an IOC order)."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderExpired(OrderEvent):
+    """The order's time in force ran out."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderError(OrderEvent):
+    """Something asked for an illegal transition or a duplicate; the order is unchanged."""
+
+    reason: str
+    detail: str = ""
+
+
+# --- other records ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecisionMade(Message):
+    """A model decision at a decision point, with what risk made of it.
+
+    Attributes:
+        decision_id: Unique, deterministic id (``"{symbol}-{n}"``).
+        models: ``{model_name: version}`` of every model that voted.
+        feature_hash: Hash of the feature vector the models saw.
+        inference_latency_ns: As measured by the deciding engine's clock.
+        probs: Combined class probabilities ``[down, flat, up]``.
+        signal: -1, 0 or +1.
+        risk_verdict: ``"ACCEPTED"``, ``"DENIED"`` or ``"NO_ORDER"``.
+        risk_reason: Stable denial code, or ``""``.
+    """
+
+    decision_id: str
+    symbol: str
+    models: dict[str, str] = field(default_factory=dict)
+    feature_hash: str = ""
+    inference_latency_ns: int = 0
+    probs: tuple[float, float, float] = (0.0, 1.0, 0.0)
+    signal: int = 0
+    client_order_id: str = ""
+    risk_verdict: str = "NO_ORDER"
+    risk_reason: str = ""
+
+    kind: ClassVar[str] = "decision"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TradingStateChanged(Message):
+    """The risk engine's trading state changed (e.g. the kill switch tripped)."""
+
+    state: str
+    reason: str
+
+    kind: ClassVar[str] = "event"

@@ -1,0 +1,80 @@
+"""Views that cross from the SymbolActors to strategy, risk and execution.
+
+A :class:`BookView` is the top of one symbol's book at the end of a batch, plus the trades of
+that batch; it is all the paper venue and the risk engine need to know of the market.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class TradePrint:
+    """One market trade. ``aggressor`` is ``"BUY"`` or ``"SELL"``; ``size`` in instrument units."""
+
+    ts_event: int
+    price_ticks: int
+    size: float
+    aggressor: str
+
+
+@dataclass(frozen=True, slots=True)
+class BookView:
+    """Top ``N`` levels of a book, best first, at ``ts_event``/``ts_init`` of its last update.
+
+    Sizes are in instrument units (floats); prices in integer ticks.
+    """
+
+    symbol: str
+    ts_event: int
+    ts_init: int
+    bid_ticks: tuple[int, ...]
+    bid_sizes: tuple[float, ...]
+    ask_ticks: tuple[int, ...]
+    ask_sizes: tuple[float, ...]
+    seq: int = 0
+    quarantined: bool = False
+    trades: tuple[TradePrint, ...] = ()
+
+    @property
+    def best_bid(self) -> int | None:
+        return self.bid_ticks[0] if self.bid_ticks else None
+
+    @property
+    def best_ask(self) -> int | None:
+        return self.ask_ticks[0] if self.ask_ticks else None
+
+    @property
+    def mid_ticks(self) -> float | None:
+        if not self.bid_ticks or not self.ask_ticks:
+            return None
+        return (self.bid_ticks[0] + self.ask_ticks[0]) / 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionPoint:
+    """What the models see at one decision point of one symbol.
+
+    Attributes:
+        symbol: The symbol.
+        decision_id: Deterministic id, ``"{symbol}-{n}"``.
+        ts_event: Exchange time of the triggering market event.
+        ts_init: Receive time of the triggering market event (latency is measured from here).
+        wall_init_ns: Wall-clock ns when the triggering batch entered raydesk.
+        features: Feature vector, float32, in the order of ``actors.book.features.FEATURE_NAMES``.
+        window: The last ``T`` feature vectors (oldest first), float32 ``(T, F)``.
+        valid: False while the book is quarantined or the window not yet full.
+    """
+
+    symbol: str
+    decision_id: str
+    ts_event: int
+    ts_init: int
+    wall_init_ns: int
+    features: np.ndarray
+    window: np.ndarray
+    valid: bool = True
+    meta: dict[str, float] = field(default_factory=dict)

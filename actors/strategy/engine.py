@@ -1,0 +1,87 @@
+"""Strategy engine: turns ensemble predictions into orders. Pure (no Ray).
+
+The default strategy is a position-targeting signal follower: when ``p_up - p_down`` exceeds
+``entry_edge`` it steers the symbol's position towards ``+target_position_lots`` (towards
+``-target`` on the opposite signal), one order of at most ``order_qty_lots`` per decision.
+It crosses the spread with an IOC limit a few ticks through the touch (or a market order), so
+it never leaves resting orders behind. Its position is fed from fills, so it agrees with the
+execution engine's book of record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from actors.core.messages import OrderFilled, OrderSide, OrderType, SubmitOrder, TimeInForce
+from actors.core.views import BookView, DecisionPoint
+
+
+class StrategyEngine:
+    """Signal-following strategy across symbols.
+
+    Args:
+        config: ``StrategyConfig``.
+        strategy_id: Tag carried on every order.
+    """
+
+    def __init__(self, config: Any, strategy_id: str = "signal-follower") -> None:
+        self.cfg = config
+        self.strategy_id = strategy_id
+        self.positions: dict[str, int] = {}
+        self._order_seq = 0
+
+    @staticmethod
+    def signal(probs: Sequence[float], edge: float) -> int:
+        """Return +1, -1 or 0 from class probabilities ``[down, flat, up]``."""
+        d = float(probs[2]) - float(probs[0])
+        if d > edge:
+            return 1
+        if d < -edge:
+            return -1
+        return 0
+
+    def on_fills(self, events: Iterable[Any]) -> None:
+        """Update positions from fill events."""
+        for ev in events:
+            if isinstance(ev, OrderFilled):
+                self.positions[ev.symbol] = (
+                    self.positions.get(ev.symbol, 0) + ev.side.sign * ev.last_qty_lots
+                )
+
+    def on_decision(
+        self, dp: DecisionPoint, probs: Sequence[float], view: BookView, now_ns: int
+    ) -> tuple[int, SubmitOrder | None]:
+        """Return the signal and the order (or None) for one decision point."""
+        sig = self.signal(probs, self.cfg.entry_edge) if dp.valid else 0
+        if sig == 0 or view.best_bid is None or view.best_ask is None:
+            return sig, None
+        pos = self.positions.get(dp.symbol, 0)
+        target = sig * self.cfg.target_position_lots
+        delta = target - pos
+        if delta == 0 or (delta > 0) != (sig > 0):
+            return sig, None
+        qty = min(abs(delta), self.cfg.order_qty_lots)
+        side = OrderSide.BUY if sig > 0 else OrderSide.SELL
+        self._order_seq += 1
+        coid = f"{dp.symbol}-O{self._order_seq}"
+        if self.cfg.order_type == "market":
+            otype, price, tif = OrderType.MARKET, None, TimeInForce.IOC
+        else:
+            off = self.cfg.limit_offset_ticks
+            price = view.best_ask + off if sig > 0 else view.best_bid - off
+            otype, tif = OrderType.LIMIT, TimeInForce.IOC
+        return sig, SubmitOrder(
+            ts_event=dp.ts_event,
+            ts_init=now_ns,
+            client_order_id=coid,
+            symbol=dp.symbol,
+            side=side,
+            order_type=otype,
+            qty_lots=qty,
+            price_ticks=price,
+            tif=tif,
+            strategy_id=self.strategy_id,
+            decision_id=dp.decision_id,
+            trigger_ts_init=dp.ts_init,
+        )

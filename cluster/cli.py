@@ -1,0 +1,198 @@
+"""The ``raydesk`` command line.
+
+Example:
+    raydesk run                         # 60 s live on the embedded defaults
+    raydesk run --replay --events 50000 # simulated time, as fast as possible
+    raydesk config validate configs/local.yaml
+    raydesk bench book --json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from cluster.config import DEFAULT_CONFIG, ConfigError, RaydeskConfig, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="raydesk trading cluster.")
+config_app = typer.Typer(no_args_is_help=True, help="Validate and describe configuration.")
+models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
+app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
+
+err = Console(stderr=True, soft_wrap=True)
+
+ConfigOpt = Annotated[
+    Path, typer.Option("--config", "-c", help="YAML config.", show_default=True)
+]
+
+
+def _load(path: Path) -> RaydeskConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] invalid config {exc.source}")
+        for line in exc.errors:
+            err.print(f"  {line}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _progress_table(st: Any, replay: bool) -> Table:
+    import time
+
+    wall = max(time.perf_counter() - st.wall_start, 1e-9)
+    t = Table(title="raydesk run" + (" --replay" if replay else ""), show_header=False)
+    t.add_column(style="cyan")
+    t.add_column(justify="right")
+    lat = st.latencies_ms[-2000:]
+    p50 = st.percentile(lat, 50)
+    p99 = st.percentile(lat, 99)
+    rows = [
+        ("sim time s", f"{(st.sim_now_ns - st.sim_start_ns) / 1e9:,.1f}"),
+        ("wall s", f"{wall:,.1f}"),
+        ("events", f"{st.events:,}"),
+        ("events/s", f"{st.events / wall:,.0f}"),
+        ("decisions", f"{st.decisions:,}"),
+        ("orders", f"{st.orders:,}"),
+        ("fills", f"{st.fills:,}"),
+        ("denials", ", ".join(f"{k}={v}" for k, v in sorted(st.denials.items())) or "0"),
+        ("PnL", f"{st.pnl:,.2f}"),
+        ("tick-to-order p50/p99 ms", f"{p50} / {p99}"),
+        ("state", st.trading_state),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+@app.command()
+def run(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    duration: Annotated[
+        float | None, typer.Option(help="Seconds to run (simulated seconds with --replay).")
+    ] = None,
+    events: Annotated[int | None, typer.Option(help="Stop after N market events.")] = None,
+    replay: Annotated[
+        bool, typer.Option("--replay", help="Simulated time, as fast as possible.")
+    ] = False,
+    seed: Annotated[int | None, typer.Option(help="Override simulator.seed.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show live progress.")] = True,
+) -> None:
+    """Run the whole topology and print runs/<run_id>/summary.json."""
+    from cluster.runner import run_pipeline
+
+    cfg = _load(config)
+    try:
+        if seed is not None:
+            cfg = cfg.with_overrides(simulator={"seed": seed})
+        if duration is not None and duration <= 0:
+            raise ConfigError("--duration", [f"duration must be > 0, was {duration!r}"])
+        if events is not None and events <= 0:
+            raise ConfigError("--events", [f"events must be > 0, was {events!r}"])
+    except ConfigError as exc:
+        for line in exc.errors:
+            err.print(f"error: {line}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    replay = replay or cfg.run.replay
+    show = progress and cfg.run.progress
+    if show and sys.stderr.isatty():
+        with Live(console=err, refresh_per_second=4) as live:
+            summary = run_pipeline(
+                cfg, replay=replay, duration_s=duration, events=events,
+                progress=lambda st: live.update(_progress_table(st, replay)),
+            )
+    elif show:
+        last = [0.0]
+
+        def plain(st: Any) -> None:
+            import time
+
+            now = time.perf_counter()
+            if now - last[0] >= 5:
+                last[0] = now
+                err.print(
+                    f"events={st.events} orders={st.orders} fills={st.fills} "
+                    f"denials={sum(st.denials.values())} pnl={st.pnl:.2f}",
+                    markup=False, highlight=False,
+                )
+
+        summary = run_pipeline(cfg, replay=replay, duration_s=duration, events=events,
+                               progress=plain)
+    else:
+        summary = run_pipeline(cfg, replay=replay, duration_s=duration, events=events)
+    print(json.dumps(summary, indent=2))
+
+
+@config_app.command("validate")
+def config_validate(path: Annotated[Path, typer.Argument(help="YAML config to check.")]) -> None:
+    """Validate a config file; exit non-zero naming each bad field, rule and value."""
+    cfg = _load(path)
+    print(f"ok: {path} (config hash {cfg.hash()}, {len(cfg.instruments)} instruments)")
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON schema of the config."""
+    print(json.dumps(RaydeskConfig.model_json_schema(), indent=2))
+
+
+@models_app.command("list")
+def models_list(config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """List model versions in the registry (``*`` marks production)."""
+    from serve.registry import ModelRegistry
+
+    cfg = _load(config)
+    reg = ModelRegistry(cfg.models.registry_path)
+    for rec in reg.list():
+        prod = reg.production(rec.family)
+        mark = "*" if prod is not None and prod.version == rec.version else " "
+        print(f"{mark} {rec.family:6s} {rec.version}  {json.dumps(rec.metrics, sort_keys=True)}")
+
+
+@models_app.command("train")
+def models_train(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    force: Annotated[bool, typer.Option(help="Train even if production models exist.")] = False,
+) -> None:
+    """Train the ensemble's models on simulator data and promote them."""
+    from serve.training import ensure_models, train_models
+
+    cfg = _load(config)
+    recs = train_models(cfg) if force else ensure_models(cfg)
+    print(json.dumps({k: v.version for k, v in recs.items()}, indent=2))
+
+
+@app.command()
+def bench(
+    name: Annotated[str, typer.Argument(help="Benchmark: book | simulator | replay.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Run a benchmark and print its results."""
+    from jobs.bench import BENCHMARKS
+
+    if name not in BENCHMARKS:
+        err.print(f"error: name must be one of {sorted(BENCHMARKS)}, was {name!r}")
+        raise typer.Exit(2)
+    result = BENCHMARKS[name](_load(config))
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        for k, v in result.items():
+            print(f"{k:28s} {v}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

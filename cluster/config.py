@@ -1,0 +1,318 @@
+"""Configuration: frozen pydantic models composed under :class:`RaydeskConfig`, loaded from YAML.
+
+Every component is built from its own ``<Thing>Config`` alone. Unknown keys are errors. A bad
+config is reported as ``field.path must be RULE, was VALUE`` before anything starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from actors.core.instruments import Instrument
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "local.yaml"
+
+
+class Strict(BaseModel):
+    """Base: frozen, unknown fields rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class InstrumentConfig(Strict):
+    symbol: str = Field(min_length=1, pattern=r"^[A-Z0-9._-]+$", description="Venue symbol.")
+    tick_size: Decimal = Field(gt=0, description="Smallest price increment.")
+    lot_size: Decimal = Field(gt=0, description="Smallest quantity increment.")
+    venue: str = Field("SIM", description="Venue name.")
+    initial_price: Decimal = Field(gt=0, description="Simulator's starting mid price.")
+
+    @model_validator(mode="after")
+    def _price_on_tick(self) -> InstrumentConfig:
+        if self.initial_price % self.tick_size != 0:
+            raise ValueError(
+                f"initial_price must be a multiple of tick_size {self.tick_size}, "
+                f"was {str(self.initial_price)!r}"
+            )
+        return self
+
+    def to_instrument(self) -> Instrument:
+        return Instrument(self.symbol, self.tick_size, self.lot_size, self.venue)
+
+
+class SimulatorConfig(Strict):
+    """Order-flow model of the market simulator (rates are per symbol)."""
+
+    seed: int = Field(7, ge=0, description="Seed; the same seed gives the same market.")
+    levels: int = Field(30, ge=5, le=500, description="Levels per side the model tracks.")
+    limit_rate_per_s: float = Field(
+        15.0,
+        gt=0,
+        description="Limit-order arrival rate at distance 1 tick from the opposite best, per side.",
+    )
+    limit_rate_decay: float = Field(
+        0.6, gt=0, description="Power-law exponent: rate at distance d ticks = rate / d^decay."
+    )
+    cancel_rate_per_s: float = Field(
+        2.0, ge=0, description="Cancel rate per resting unit order, per second."
+    )
+    market_rate_per_s: float = Field(
+        12.0, ge=0, description="Market-order arrival rate per side."
+    )
+    order_size_lots: int = Field(
+        5, ge=1, description="Mean size of one order (limit, market, cancel chunk), in lots."
+    )
+    initial_depth_lots: int = Field(10, ge=1, description="Mean resting size per level at start.")
+    feed_latency_us: float = Field(
+        250.0, ge=0, description="Simulated exchange-to-us latency (ts_init - ts_event)."
+    )
+
+
+class FeedConfig(Strict):
+    source: Literal["sim"] = Field("sim", description="Market-data source.")
+    batch_interval_ms: float = Field(
+        100.0, gt=0, le=10_000, description="Micro-batch interval: one batch per symbol per step."
+    )
+    speed: float = Field(1.0, gt=0, description="Simulated seconds per wall second when live.")
+
+
+class BookConfig(Strict):
+    levels_out: int = Field(
+        10, ge=1, le=100, description="Levels per side in the book view sent downstream."
+    )
+    max_book_age_ms: float = Field(
+        5_000.0, gt=0, description="A book not updated for this long is stale."
+    )
+
+
+class FeaturesConfig(Strict):
+    imbalance_levels: int = Field(5, ge=1, le=50, description="Levels in deep depth imbalance.")
+    window: int = Field(16, ge=2, le=512, description="Feature vectors in a sequence window.")
+
+
+class ModelsConfig(Strict):
+    """The ensemble: what to train at first start and how Serve hosts it."""
+
+    registry_path: str = Field("artifacts/models", description="Model registry root.")
+    horizon: int = Field(10, ge=1, description="Label horizon in decision points.")
+    flat_threshold_bps: float = Field(
+        0.5, ge=0, description="|mid return| below this is the 'flat' class."
+    )
+    train_seconds: float = Field(
+        1_800.0, gt=0, description="Simulated seconds of market used to train at first start."
+    )
+    train_seed: int = Field(1234, ge=0, description="Seed of the training market and models.")
+    lgbm_trees: int = Field(120, ge=1, le=5_000, description="LightGBM boosting rounds.")
+    torch_hidden: int = Field(32, ge=4, le=1024, description="GRU hidden size.")
+    torch_epochs: int = Field(4, ge=1, le=200, description="Torch training epochs.")
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"lgbm": 0.5, "gru": 0.5},
+        description="Ensemble weights per model family.",
+    )
+    deadline_ms: float = Field(
+        250.0, gt=0, description="A prediction later than this is replaced by the fallback."
+    )
+    max_batch_size: int = Field(16, ge=1, description="@serve.batch max batch size.")
+    batch_wait_timeout_s: float = Field(0.002, ge=0, description="@serve.batch wait.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per model replica (0 on CPU nodes).")
+    num_cpus: float = Field(0.0, ge=0, description="CPUs reserved per replica.")
+    http_port: int = Field(8000, ge=0, le=65535, description="Serve HTTP port.")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = set(v) - {"lgbm", "gru"}
+        if unknown:
+            raise ValueError(f"weights keys must be in ['gru', 'lgbm'], was {sorted(unknown)!r}")
+        if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
+            raise ValueError(f"weights must be >= 0 with a positive sum, was {v!r}")
+        return v
+
+
+class StrategyConfig(Strict):
+    entry_edge: float = Field(
+        0.10, ge=0, le=1, description="Trade when |p_up - p_down| exceeds this."
+    )
+    order_qty_lots: int = Field(10, ge=1, description="Quantity of one order, in lots.")
+    target_position_lots: int = Field(
+        30, ge=1, description="Position the strategy steers towards on a signal."
+    )
+    order_type: Literal["market", "limit_ioc"] = Field(
+        "limit_ioc", description="How the strategy crosses the spread."
+    )
+    limit_offset_ticks: int = Field(
+        1, ge=0, description="For limit_ioc: ticks through the touch the limit price sits."
+    )
+
+
+class RiskConfig(Strict):
+    max_position_lots: int = Field(100, ge=0, description="|position| per symbol after a fill.")
+    max_notional_per_order: float = Field(
+        50_000.0, gt=0, description="Price × quantity of one order, quote currency."
+    )
+    max_orders_per_s: float = Field(
+        20.0, gt=0, description="Token-bucket refill rate, orders per second, per symbol."
+    )
+    order_burst: int = Field(10, ge=1, description="Token-bucket capacity per symbol.")
+    daily_loss_limit: float = Field(
+        5_000.0, gt=0, description="Loss (realised + unrealised) that trips the kill switch."
+    )
+    max_book_age_ms: float = Field(
+        5_000.0, gt=0, description="Orders on a book older than this are denied."
+    )
+
+
+class ExecutionConfig(Strict):
+    maker_fee_bps: float = Field(1.0, description="Maker fee, bps of notional (negative=rebate).")
+    taker_fee_bps: float = Field(4.0, description="Taker fee, bps of notional.")
+    order_latency_us: float = Field(
+        300.0, ge=0, description="Simulated order-entry latency on simulated time."
+    )
+
+
+class JournalConfig(Strict):
+    fsync: bool = Field(True, description="fsync after every appended batch of records.")
+
+
+class ServiceConfig(Strict):
+    postgres_dsn: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/test", description="Audit sink (RAYDESK_PG_DSN)."
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Cache (RAYDESK_REDIS_URL).")
+    use_postgres: bool = Field(False, description="Write the audit trail to Postgres too.")
+    use_redis: bool = Field(False, description="Publish signals and positions to Redis.")
+
+
+class RayConfig(Strict):
+    address: str | None = Field(
+        None, description="Existing cluster to join; RAY_ADDRESS overrides; None = local."
+    )
+    namespace: str = Field("raydesk", pattern=r"^[a-z0-9_-]+$", description="Ray namespace.")
+    include_dashboard: bool = Field(True, description="Start the dashboard on local Ray.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for local Ray (None = all).")
+    actor_num_cpus: float = Field(0.0, ge=0, description="CPUs reserved per pipeline actor.")
+    max_restarts: int = Field(3, ge=0, description="Restarts of a crashed stateful actor.")
+
+
+class RunConfig(Strict):
+    duration_s: float = Field(60.0, gt=0, description="How long to run (simulated s on replay).")
+    events: int | None = Field(None, ge=1, description="Stop after this many market events.")
+    replay: bool = Field(False, description="Simulated time, as fast as possible.")
+    runs_dir: str = Field("runs", description="Where runs/<run_id>/ are written.")
+    progress: bool = Field(True, description="Show live progress.")
+
+
+class RaydeskConfig(Strict):
+    """The root: everything one run needs.
+
+    Example:
+        >>> cfg = load_config("configs/local.yaml")
+        >>> cfg.risk.max_position_lots
+        100
+    """
+
+    run: RunConfig = RunConfig()
+    ray: RayConfig = RayConfig()
+    instruments: tuple[InstrumentConfig, ...] = Field(min_length=1)
+    simulator: SimulatorConfig = SimulatorConfig()
+    feed: FeedConfig = FeedConfig()
+    book: BookConfig = BookConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    models: ModelsConfig = ModelsConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    risk: RiskConfig = RiskConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+    journal: JournalConfig = JournalConfig()
+    services: ServiceConfig = ServiceConfig()
+
+    @model_validator(mode="after")
+    def _unique_symbols(self) -> RaydeskConfig:
+        seen: set[str] = set()
+        for ins in self.instruments:
+            if ins.symbol in seen:
+                raise ValueError(f"instruments symbols must be unique, was {ins.symbol!r} twice")
+            seen.add(ins.symbol)
+        return self
+
+    def instrument_map(self) -> dict[str, Instrument]:
+        return {i.symbol: i.to_instrument() for i in self.instruments}
+
+    def with_overrides(self, **sections: dict[str, Any]) -> RaydeskConfig:
+        """Return a validated copy with some fields of some sections replaced."""
+        data = self.model_dump(mode="json")
+        for name, values in sections.items():
+            data[name] = {**data.get(name, {}), **values}
+        return RaydeskConfig.model_validate(data)
+
+    def hash(self) -> str:
+        """Return a stable hash of everything that changes decisions (not run bookkeeping)."""
+        data = self.model_dump(mode="json", exclude={"run": {"progress", "runs_dir"}})
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+class ConfigError(Exception):
+    """A config file could not be read or broke a rule; ``errors`` holds one line per problem."""
+
+    def __init__(self, source: str, errors: list[str]) -> None:
+        self.source = source
+        self.errors = errors
+        super().__init__(f"invalid config {source}:\n" + "\n".join(f"  {e}" for e in errors))
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    path = ".".join(str(p) for p in err["loc"]) or "<root>"
+    msg = str(err["msg"])
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    value = err.get("input")
+    if err["type"] == "extra_forbidden":
+        return f"{path} must be a known field (unknown key), was {value!r}"
+    if err["type"] == "missing":
+        return f"{path} must be present (field required)"
+    if " was " in msg:
+        return f"{path}: {msg}"
+    shown = value if not isinstance(value, dict | list) else type(value).__name__
+    if msg.startswith("Input should be "):
+        return f"{path} must be {msg[len('Input should be '):]}, was {shown!r}"
+    if msg.startswith("String should "):
+        return f"{path} must {msg[len('String should '):]}, was {shown!r}"
+    return f"{path} must satisfy: {msg}, was {shown!r}"
+
+
+def parse_config(data: Any, source: str = "<dict>") -> RaydeskConfig:
+    """Validate ``data`` into a :class:`RaydeskConfig` or raise :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"<root> must be a mapping, was {type(data).__name__}"])
+    try:
+        return RaydeskConfig.model_validate(data)
+    except ValidationError as exc:
+        errs = exc.errors()
+        # a container reported "too short" only because its items failed: keep the item errors
+        prefixes = {tuple(e["loc"][:i]) for e in errs for i in range(1, len(e["loc"]))}
+        lines = [
+            _format_error(e)
+            for e in errs
+            if not (e["type"] == "too_short" and tuple(e["loc"]) in prefixes)
+        ]
+        raise ConfigError(source, lines) from None
+
+
+def load_config(path: str | Path | None = None) -> RaydeskConfig:
+    """Load and validate a YAML config (``configs/local.yaml`` when ``path`` is None)."""
+    p = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(str(p), [f"file must be readable, was {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(p), [f"file must be valid YAML: {exc}"]) from None
+    return parse_config(data, str(p))

@@ -1,0 +1,253 @@
+"""The trading kernel: one loop, the same for replay and live.
+
+Each step moves one micro-batch interval through the topology, in a fixed order:
+
+1. ``FeedActor.next_batches`` → one batch per symbol (live: when the interval has elapsed).
+2. ``SymbolActor.on_batch`` for every symbol, in parallel → book views and decision points.
+3. One request to the Serve ensemble with every valid decision point of the step (deadline
+   enforced; a miss gives the fallback "no trade", counted).
+4. The strategy engine (hosted here: it is pure, small and stateless beyond positions fed
+   from fills) turns predictions into orders.
+5. ``RiskActor.process``: marks and kill switch, pre-trade checks, then approved orders go on
+   to ``ExecutionActor`` (paper fills against the step's books). Only the risk actor talks to
+   execution, so no order can bypass it.
+6. Every decision, command and event of the step goes to the ``JournalActor`` in one append,
+   in canonical order (decision records by symbol, then commands, then events), so a replay's
+   journal is byte-for-byte reproducible.
+
+Latency is measured in wall time from the triggering market event's ``ts_init`` (live) or from
+the moment its batch entered the system (``wall_init_ns``, replay) to the order's acceptance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from actors.book.engine import SymbolUpdate, feature_hash
+from actors.core.messages import DecisionMade, OrderAccepted, OrderDenied, OrderFilled
+from actors.strategy.engine import StrategyEngine
+from cluster.config import RaydeskConfig
+from cluster.metrics import Metrics
+from serve.ensemble import FALLBACK_PROBS
+
+
+@dataclass
+class RunStats:
+    """Counters the kernel keeps for progress and the summary."""
+
+    steps: int = 0
+    events: int = 0
+    decisions: int = 0
+    orders: int = 0
+    fills: int = 0
+    denials: Counter = field(default_factory=Counter)
+    order_errors: Counter = field(default_factory=Counter)
+    fallbacks: Counter = field(default_factory=Counter)
+    bad_batches: int = 0
+    quarantines: int = 0
+    journal_records: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    sim_latencies_ms: list[float] = field(default_factory=list)
+    inference_ms: list[float] = field(default_factory=list)
+    pnl: float = 0.0
+    trading_state: str = "ACTIVE"
+    models: dict[str, str] = field(default_factory=dict)
+    wall_start: float = field(default_factory=time.perf_counter)
+    sim_start_ns: int = 0
+    sim_now_ns: int = 0
+
+    def percentile(self, values: list[float], q: float) -> float | None:
+        return round(float(np.percentile(values, q)), 3) if values else None
+
+
+class TradingKernel:
+    """Drives the topology step by step.
+
+    Args:
+        cfg: The validated config.
+        topology: Handles built by :func:`cluster.topology.build_topology`.
+        replay: True on simulated time.
+    """
+
+    def __init__(self, cfg: RaydeskConfig, topology: Any, replay: bool) -> None:
+        self.cfg = cfg
+        self.topo = topology
+        self.replay = replay
+        self.strategy = StrategyEngine(cfg.strategy)
+        self.stats = RunStats()
+        self.metrics = Metrics()
+        self.symbols = [i.symbol for i in cfg.instruments]
+        self._pending_journal: list[Any] = []
+
+    # ------------------------------------------------------------------------------------------
+    async def _predict(self, dps: list[Any]) -> tuple[np.ndarray, dict[str, str], bool, float]:
+        if not dps:
+            return np.zeros((0, 3)), {}, False, 0.0
+        req = {
+            "decision_ids": [d.decision_id for d in dps],
+            "features": np.stack([d.features for d in dps]).astype(np.float32),
+            "windows": np.stack([d.window for d in dps]).astype(np.float32),
+        }
+        deadline_s = self.cfg.models.deadline_ms / 1e3
+        t0 = time.perf_counter()
+        try:
+            resp = await asyncio.wait_for(self.topo.ensemble.predict.remote(req), deadline_s)
+        except (TimeoutError, asyncio.TimeoutError):
+            self.stats.fallbacks["DEADLINE"] += len(dps)
+            self.metrics.inc("raydesk_inference_fallbacks_total", len(dps), reason="DEADLINE")
+            return np.tile(FALLBACK_PROBS, (len(dps), 1)), {}, True, deadline_s * 1e3
+        ms = (time.perf_counter() - t0) * 1e3
+        self.metrics.observe("raydesk_pipeline_inference_ms", ms)
+        if resp.get("fallback"):
+            self.stats.fallbacks["SERVE_FALLBACK"] += len(dps)
+            self.metrics.inc("raydesk_inference_fallbacks_total", len(dps), reason="SERVE")
+        return np.asarray(resp["probs"], dtype=np.float64), dict(resp["models"]), False, ms
+
+    async def step(self) -> None:
+        """Run one micro-batch interval through the whole topology."""
+        topo, st = self.topo, self.stats
+        sim_now, batches = await topo.feed.next_batches.remote()
+        st.sim_now_ns = sim_now
+        refs = [topo.symbols[s].on_batch.remote(batches[s]) for s in self.symbols]
+        updates: list[SymbolUpdate] = await asyncio.gather(*refs)
+        views = {u.view.symbol: u.view for u in updates}
+        dps = []
+        for u in updates:
+            st.events += u.events
+            if u.errors:
+                st.bad_batches += 1
+            if u.quarantine_reason:
+                st.quarantines += 1
+            if u.decision is not None:
+                dps.append(u.decision)
+        valid = [d for d in dps if d.valid]
+        probs, models, _fallback, inf_ms = await self._predict(valid)
+        if models:
+            st.models = models
+        if valid:
+            st.inference_ms.append(inf_ms)
+        now_ns = sim_now if self.replay else time.time_ns()
+        inf_ns = 0 if self.replay else int(inf_ms * 1e6)
+        pmap = {d.decision_id: probs[i] for i, d in enumerate(valid)}
+        commands, decisions = [], []
+        for d in dps:
+            p = pmap.get(d.decision_id, FALLBACK_PROBS)
+            sig, cmd = self.strategy.on_decision(d, p, views[d.symbol], now_ns)
+            self.metrics.inc("raydesk_decisions_total", symbol=d.symbol, signal=str(sig))
+            decisions.append((d, p, sig, cmd))
+            if cmd is not None:
+                commands.append(cmd)
+                self.metrics.inc("raydesk_orders_total", symbol=cmd.symbol)
+        st.decisions += len(dps)
+        wall_init = {d.decision_id: d.wall_init_ns for d in dps}
+        st.orders += len(commands)
+        res = await topo.risk.process.remote(now_ns, commands, views)
+        self.strategy.on_fills(res.events)
+        verdicts = {e.client_order_id: e for e in res.denials}
+        records: list[dict[str, Any]] = []
+        for d, p, sig, cmd in decisions:
+            coid = cmd.client_order_id if cmd else ""
+            denied = verdicts.get(coid)
+            records.append(
+                DecisionMade(
+                    ts_event=d.ts_event,
+                    ts_init=now_ns,
+                    decision_id=d.decision_id,
+                    symbol=d.symbol,
+                    models=models if d.valid else {},
+                    feature_hash=feature_hash(d.features),
+                    inference_latency_ns=inf_ns if d.valid else 0,
+                    probs=tuple(round(float(x), 6) for x in p),
+                    signal=sig,
+                    client_order_id=coid,
+                    risk_verdict=("DENIED" if denied else "ACCEPTED") if cmd else "NO_ORDER",
+                    risk_reason=denied.reason if denied else "",
+                ).to_record()
+            )
+        records += [c.to_record() for c in commands]
+        records += [e.to_record() for e in res.denials]
+        records += [e.to_record() for e in res.events]
+        records += [e.to_record() for e in res.state_events]
+        origins = {
+            c.client_order_id: (c.trigger_ts_init if not self.replay else wall_init[c.decision_id])
+            for c in commands
+        }
+        self._account(res, origins)
+        st.journal_records += len(records)
+        self._pending_journal.append(topo.journal.append.remote(records))
+        if len(self._pending_journal) > 64:
+            await asyncio.gather(*self._pending_journal)
+            self._pending_journal.clear()
+        st.steps += 1
+
+    def _account(self, res: Any, origins: dict[str, int]) -> None:
+        st, m = self.stats, self.metrics
+        for e in res.denials:
+            st.denials[e.reason] += 1
+            m.inc("raydesk_risk_denials_total", reason=e.reason)
+        for e in res.events:
+            if isinstance(e, OrderFilled):
+                st.fills += 1
+                m.inc("raydesk_fills_total", symbol=e.symbol)
+            elif isinstance(e, OrderAccepted):
+                wall = res.accept_wall_ns.get(e.client_order_id)
+                origin = origins.get(e.client_order_id)
+                if wall is not None and origin:
+                    ms = (wall - origin) / 1e6
+                    st.latencies_ms.append(ms)
+                    m.observe("raydesk_tick_to_order_ms", ms, symbol=e.symbol)
+                if e.trigger_ts_init:
+                    st.sim_latencies_ms.append((e.ts_event - e.trigger_ts_init) / 1e6)
+            elif isinstance(e, OrderDenied):  # pragma: no cover - denials come separately
+                st.denials[e.reason] += 1
+            elif type(e).__name__ == "OrderError":
+                st.order_errors[e.reason] += 1
+                m.inc("raydesk_order_errors_total", reason=e.reason)
+        for e in res.state_events:
+            st.trading_state = e.state
+            if e.state == "HALTED":
+                m.inc("raydesk_kill_switch_trips_total", reason=e.reason)
+        st.pnl = res.pnl
+        m.set("raydesk_pnl", res.pnl)
+
+    async def run(
+        self,
+        duration_s: float,
+        max_events: int | None,
+        on_progress: Callable[[RunStats], None] | None = None,
+        progress_every_s: float = 0.5,
+    ) -> RunStats:
+        """Step until the duration (wall live, simulated on replay) or the event count is hit."""
+        st = self.stats
+        st.wall_start = time.perf_counter()
+        st.sim_start_ns = self.topo.start_ns
+        st.sim_now_ns = self.topo.start_ns
+        last = 0.0
+        while True:
+            if max_events is not None and st.events >= max_events:
+                break
+            elapsed = (
+                (st.sim_now_ns - st.sim_start_ns) / 1e9
+                if self.replay
+                else time.perf_counter() - st.wall_start
+            )
+            if max_events is None and elapsed >= duration_s:
+                break
+            await self.step()
+            now = time.perf_counter()
+            if on_progress is not None and now - last >= progress_every_s:
+                on_progress(st)
+                last = now
+        if self._pending_journal:
+            await asyncio.gather(*self._pending_journal)
+            self._pending_journal.clear()
+        if on_progress is not None:
+            on_progress(st)
+        return st

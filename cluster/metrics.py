@@ -1,0 +1,117 @@
+"""Metrics through Ray's metrics API, so they show on the Ray dashboard and in Prometheus.
+
+Every metric raydesk exports is declared once in :data:`METRICS` (name, kind, description,
+tag keys, buckets); components ask :class:`Metrics` for them by name. Objects are created
+lazily inside the process that uses them, never at import time. Ray exports them with a
+``ray_`` prefix (``raydesk_events_total`` → ``ray_raydesk_events_total``). Tag values are
+bounded: symbol, reason, model, component — never order ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+LATENCY_MS_BUCKETS = [0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 25, 50, 100, 250, 1000]
+APPLY_US_BUCKETS = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 50_000]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    kind: str  # counter | gauge | histogram
+    description: str
+    tag_keys: tuple[str, ...] = ()
+    boundaries: tuple[float, ...] = ()
+
+
+METRICS: dict[str, MetricSpec] = {
+    "raydesk_events_total": MetricSpec(
+        "counter", "Market-data rows applied to books.", ("symbol",)
+    ),
+    "raydesk_batches_total": MetricSpec("counter", "Market-data batches applied.", ("symbol",)),
+    "raydesk_bad_input_total": MetricSpec(
+        "counter", "Rejected input (malformed batch, bad command).", ("component", "field")
+    ),
+    "raydesk_quarantines_total": MetricSpec(
+        "counter", "Symbols quarantined for a book-integrity breach.", ("symbol",)
+    ),
+    "raydesk_book_apply_us": MetricSpec(
+        "histogram", "Time to apply one batch and compute features, us.", ("symbol",),
+        tuple(APPLY_US_BUCKETS),
+    ),
+    "raydesk_decisions_total": MetricSpec(
+        "counter", "Decision points evaluated.", ("symbol", "signal")
+    ),
+    "raydesk_orders_total": MetricSpec("counter", "Orders submitted by the strategy.", ("symbol",)),
+    "raydesk_fills_total": MetricSpec("counter", "Fills received.", ("symbol",)),
+    "raydesk_risk_denials_total": MetricSpec(
+        "counter", "Orders denied by the risk engine.", ("reason",)
+    ),
+    "raydesk_order_errors_total": MetricSpec(
+        "counter", "Illegal transitions, duplicates and other order errors.", ("reason",)
+    ),
+    "raydesk_kill_switch_trips_total": MetricSpec(
+        "counter", "Kill-switch trips.", ("reason",)
+    ),
+    "raydesk_tick_to_order_ms": MetricSpec(
+        "histogram", "Triggering market event ts_init to order acceptance, ms.", ("symbol",),
+        tuple(LATENCY_MS_BUCKETS),
+    ),
+    "raydesk_pipeline_inference_ms": MetricSpec(
+        "histogram", "Round trip from the kernel to the Serve ensemble, ms.", (),
+        tuple(LATENCY_MS_BUCKETS),
+    ),
+    "raydesk_inference_fallbacks_total": MetricSpec(
+        "counter", "Predictions replaced by the fallback (deadline or error).", ("reason",)
+    ),
+    "raydesk_pnl": MetricSpec("gauge", "Total PnL (realised - fees + unrealised).", ()),
+    "raydesk_position_lots": MetricSpec("gauge", "Position per symbol, lots.", ("symbol",)),
+    "raydesk_journal_records_total": MetricSpec("counter", "Records journaled.", ()),
+}
+
+
+class Metrics:
+    """Lazily creates and caches Ray metric objects declared in :data:`METRICS`.
+
+    Args:
+        enabled: When False every call is a no-op (engines tested without Ray).
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._objs: dict[str, Any] = {}
+
+    def _get(self, name: str) -> Any:
+        obj = self._objs.get(name)
+        if obj is None:
+            from ray.util import metrics as rm
+
+            spec = METRICS[name]
+            if spec.kind == "counter":
+                obj = rm.Counter(name, description=spec.description, tag_keys=spec.tag_keys)
+            elif spec.kind == "gauge":
+                obj = rm.Gauge(name, description=spec.description, tag_keys=spec.tag_keys)
+            else:
+                obj = rm.Histogram(
+                    name,
+                    description=spec.description,
+                    boundaries=list(spec.boundaries),
+                    tag_keys=spec.tag_keys,
+                )
+            self._objs[name] = obj
+        return obj
+
+    def inc(self, name: str, value: float = 1.0, **tags: str) -> None:
+        """Increment a counter."""
+        if self.enabled and value:
+            self._get(name).inc(value, tags=tags or None)
+
+    def set(self, name: str, value: float, **tags: str) -> None:
+        """Set a gauge."""
+        if self.enabled:
+            self._get(name).set(value, tags=tags or None)
+
+    def observe(self, name: str, value: float, **tags: str) -> None:
+        """Observe a histogram value."""
+        if self.enabled:
+            self._get(name).observe(value, tags=tags or None)

@@ -1,0 +1,157 @@
+"""L2 book, features and the SymbolEngine (no Ray)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.book.book import L2Book
+from actors.book.engine import SymbolEngine
+from actors.book.features import FEATURE_NAMES, N_FEATURES
+from actors.core.batch import ASK, BID, CLEAR, DELTA, F_LAST, F_SNAPSHOT, SNAPSHOT, TRADE, empty_rows
+from actors.core.clock import SimClock
+from actors.core.instruments import Instrument
+from cluster.config import BookConfig, FeaturesConfig
+
+INS = Instrument("BTCUSDT", Decimal("0.1"), Decimal("0.001"))
+
+
+def make_rows(spec: list[tuple], start_seq: int = 1) -> np.ndarray:
+    """spec rows: (kind, side, price, size, flags)."""
+    r = empty_rows(len(spec))
+    for i, (kind, side, price, size, flags) in enumerate(spec):
+        r[i] = (1_000 + i, 2_000 + i, start_seq + i, kind, side, price, size, flags)
+    return r
+
+
+def snapshot(bids: list[tuple[int, float]], asks: list[tuple[int, float]]) -> np.ndarray:
+    spec = [(SNAPSHOT, BID, p, s, F_SNAPSHOT) for p, s in bids]
+    spec += [(SNAPSHOT, ASK, p, s, F_SNAPSHOT) for p, s in asks]
+    k, side, p, s, _ = spec[-1]
+    spec[-1] = (k, side, p, s, F_SNAPSHOT | F_LAST)
+    rows = make_rows(spec)
+    rows["seq"] = 1
+    return rows
+
+
+def engine(window: int = 4) -> SymbolEngine:
+    return SymbolEngine(INS, BookConfig(levels_out=5), FeaturesConfig(window=window), SimClock())
+
+
+def test_book_tracks_best_levels_through_removals() -> None:
+    b = L2Book()
+    for p in (100, 99, 98):
+        b.set_level(BID, p, 1.0)
+    for p in (101, 102):
+        b.set_level(ASK, p, 2.0)
+    b.set_level(BID, 100, 0.0)
+    b.set_level(ASK, 101, 0.0)
+    assert (b.best_bid, b.best_ask) == (99, 102)
+    assert b.top(2) == ([99, 98], [1.0, 1.0], [102], [2.0])
+
+
+def test_book_snapshot_restore_round_trips() -> None:
+    b = L2Book()
+    b.set_level(BID, 100, 1.5)
+    b.set_level(ASK, 103, 0.5)
+    b.last_seq = 42
+    assert L2Book.restore(b.snapshot()).snapshot() == b.snapshot()
+
+
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from([BID, ASK]), st.integers(90, 110), st.sampled_from([0.0, 1.0, 2.5])),
+        max_size=200,
+    )
+)
+@settings(max_examples=200)
+def test_book_best_levels_always_match_a_full_scan(ops) -> None:
+    b = L2Book()
+    for side, price, size in ops:
+        b.set_level(side, price, size)
+        assert b.best_bid == (max(b.bids) if b.bids else None)
+        assert b.best_ask == (min(b.asks) if b.asks else None)
+        assert all(s > 0 for s in (*b.bids.values(), *b.asks.values()))
+
+
+def test_engine_applies_snapshot_then_deltas_and_emits_decision() -> None:
+    eng = engine()
+    upd = eng.on_batch(snapshot([(100, 1.0), (99, 2.0)], [(101, 3.0), (102, 1.0)]))
+    assert upd.view.bid_ticks == (100, 99) and upd.view.ask_ticks == (101, 102)
+    assert upd.decision is not None and upd.decision.features.shape == (N_FEATURES,)
+    d = make_rows([(DELTA, BID, 100, 0.0, F_LAST), (TRADE, ASK, 100, 1.0, 0),
+                   (DELTA, ASK, 101, 1.0, F_LAST)], start_seq=2)
+    upd = eng.on_batch(d)
+    assert upd.view.best_bid == 99 and upd.view.ask_sizes[0] == 1.0
+    assert [t.aggressor for t in upd.view.trades] == ["SELL"]
+    f = dict(zip(FEATURE_NAMES, upd.decision.features.tolist(), strict=True))
+    assert f["trade_imbalance"] == -1.0
+    assert f["spread_bps"] > 0
+
+
+def test_engine_features_spread_microprice_imbalance_values() -> None:
+    eng = engine()
+    upd = eng.on_batch(snapshot([(100, 3.0)], [(102, 1.0)]))
+    f = dict(zip(FEATURE_NAMES, upd.decision.features.tolist(), strict=True))
+    mid = 101.0
+    assert abs(f["spread_bps"] - 2 / mid * 1e4) < 1e-3
+    micro = (100 * 1.0 + 102 * 3.0) / 4.0
+    assert abs(f["microprice_dev_bps"] - (micro - mid) / mid * 1e4) < 1e-3
+    assert abs(f["imbalance_l1"] - 0.5) < 1e-6
+
+
+def test_ofi_is_positive_when_bid_queue_grows() -> None:
+    eng = engine()
+    eng.on_batch(snapshot([(100, 1.0)], [(101, 1.0)]))
+    upd = eng.on_batch(make_rows([(DELTA, BID, 100, 5.0, F_LAST)], start_seq=2))
+    f = dict(zip(FEATURE_NAMES, upd.decision.features.tolist(), strict=True))
+    assert f["ofi_norm"] > 0
+
+
+def test_decision_becomes_valid_when_window_is_full() -> None:
+    eng = engine(window=3)
+    eng.on_batch(snapshot([(100, 1.0)], [(101, 1.0)]))
+    valid = []
+    for i in range(3):
+        upd = eng.on_batch(make_rows([(DELTA, BID, 99, 1.0 + i, F_LAST)], start_seq=2 + i))
+        valid.append(upd.decision.valid)
+        assert upd.decision.window.shape == (3, N_FEATURES)
+    assert valid == [False, True, True]
+
+
+def test_crossed_book_quarantines_until_snapshot_resync() -> None:
+    eng = engine(window=2)
+    eng.on_batch(snapshot([(100, 1.0)], [(101, 1.0)]))
+    upd = eng.on_batch(make_rows([(DELTA, BID, 102, 1.0, F_LAST)], start_seq=2))
+    assert upd.view.quarantined and "crossed" in upd.quarantine_reason
+    assert not upd.decision.valid
+    upd = eng.on_batch(snapshot([(100, 1.0)], [(101, 1.0)]))
+    assert not upd.view.quarantined
+
+
+def test_sequence_going_backwards_across_batches_quarantines() -> None:
+    eng = engine()
+    eng.on_batch(make_rows([(DELTA, BID, 100, 1.0, F_LAST), (DELTA, ASK, 101, 1.0, F_LAST)], 10))
+    upd = eng.on_batch(make_rows([(DELTA, BID, 100, 2.0, F_LAST)], start_seq=3))
+    assert upd.view.quarantined and "seq" in upd.quarantine_reason
+
+
+def test_malformed_batch_is_rejected_whole_and_book_kept() -> None:
+    eng = engine()
+    eng.on_batch(snapshot([(100, 1.0)], [(101, 1.0)]))
+    before = eng.book.snapshot()
+    bad = make_rows([(DELTA, BID, 100, 7.0, F_LAST), (DELTA, ASK, 101, -2.0, F_LAST)], 5)
+    upd = eng.on_batch(bad)
+    assert upd.errors == ("batch[BTCUSDT].size[1] must be >= 0, was -2.0",)
+    assert upd.error_kinds == ("size",)
+    assert eng.book.snapshot() == before and upd.events == 0
+
+
+def test_clear_empties_the_book() -> None:
+    eng = engine()
+    eng.on_batch(snapshot([(100, 1.0)], [(101, 1.0)]))
+    upd = eng.on_batch(make_rows([(CLEAR, 0, 0, 0.0, F_LAST)], start_seq=2))
+    assert upd.view.bid_ticks == () and upd.decision is None
