@@ -197,7 +197,12 @@ class RayConfig(Strict):
     include_dashboard: bool = Field(True, description="Start the dashboard on local Ray.")
     num_cpus: int | None = Field(None, ge=1, description="CPUs for local Ray (None = all).")
     actor_num_cpus: float = Field(0.0, ge=0, description="CPUs reserved per pipeline actor.")
-    max_restarts: int = Field(3, ge=0, description="Restarts of a crashed stateful actor.")
+    max_restarts: int = Field(
+        0,
+        ge=0,
+        description="Restarts of a crashed pipeline actor. 0 until checkpoint recovery exists: "
+        "a restarted actor would otherwise continue with empty state.",
+    )
 
 
 class RunConfig(Strict):

@@ -99,7 +99,7 @@ class TradingKernel:
         t0 = time.perf_counter()
         try:
             resp = await asyncio.wait_for(self.topo.ensemble.predict.remote(req), deadline_s)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             self.stats.fallbacks["DEADLINE"] += len(dps)
             self.metrics.inc("raydesk_inference_fallbacks_total", len(dps), reason="DEADLINE")
             return np.tile(FALLBACK_PROBS, (len(dps), 1)), {}, True, deadline_s * 1e3

@@ -104,8 +104,8 @@ def run_pipeline(
     Example:
         >>> summary = run_pipeline(load_config(), replay=True, events=5000)
     """
-    from serve.training import ensure_models
     from cluster.topology import build_topology, teardown
+    from serve.training import ensure_models
 
     replay = cfg.run.replay if replay is None else replay
     duration_s = cfg.run.duration_s if duration_s is None else duration_s

@@ -60,7 +60,8 @@ def bench_book(cfg: RaydeskConfig, seconds: float = 600.0) -> dict[str, Any]:
     for sym, r in rows.items():
         eng = SymbolEngine(ins[sym], cfg.book, cfg.features, SimClock())
         # cut into the same micro-batches the live pipeline uses
-        edges = np.searchsorted(r["ts_event"], np.arange(r["ts_event"][0], r["ts_event"][-1] + step, step))
+        ts = r["ts_event"]
+        edges = np.searchsorted(ts, np.arange(ts[0], ts[-1] + step, step))
         chunks = [c for c in np.split(r, edges[1:]) if len(c)]
         t0 = time.perf_counter()
         for c in chunks:

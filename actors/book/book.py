@@ -71,14 +71,9 @@ class L2Book:
 
     def top(self, n: int) -> tuple[list[int], list[float], list[int], list[float]]:
         """Return the best ``n`` levels per side: bid prices, bid sizes, ask prices, ask sizes."""
-        if len(self.bids) <= n:
-            bp = sorted(self.bids, reverse=True)
-        else:
-            bp = heapq.nlargest(n, self.bids)
-        if len(self.asks) <= n:
-            ap = sorted(self.asks)
-        else:
-            ap = heapq.nsmallest(n, self.asks)
+        bids, asks = self.bids, self.asks
+        bp = sorted(bids, reverse=True) if len(bids) <= n else heapq.nlargest(n, bids)
+        ap = sorted(asks) if len(asks) <= n else heapq.nsmallest(n, asks)
         return bp, [self.bids[p] for p in bp], ap, [self.asks[p] for p in ap]
 
     def size_at(self, side: int, price: int) -> float:

@@ -11,7 +11,17 @@ from hypothesis import strategies as st
 from actors.book.book import L2Book
 from actors.book.engine import SymbolEngine
 from actors.book.features import FEATURE_NAMES, N_FEATURES
-from actors.core.batch import ASK, BID, CLEAR, DELTA, F_LAST, F_SNAPSHOT, SNAPSHOT, TRADE, empty_rows
+from actors.core.batch import (
+    ASK,
+    BID,
+    CLEAR,
+    DELTA,
+    F_LAST,
+    F_SNAPSHOT,
+    SNAPSHOT,
+    TRADE,
+    empty_rows,
+)
 from actors.core.clock import SimClock
 from actors.core.instruments import Instrument
 from cluster.config import BookConfig, FeaturesConfig
@@ -63,7 +73,9 @@ def test_book_snapshot_restore_round_trips() -> None:
 
 @given(
     ops=st.lists(
-        st.tuples(st.sampled_from([BID, ASK]), st.integers(90, 110), st.sampled_from([0.0, 1.0, 2.5])),
+        st.tuples(
+            st.sampled_from([BID, ASK]), st.integers(90, 110), st.sampled_from([0.0, 1.0, 2.5])
+        ),
         max_size=200,
     )
 )

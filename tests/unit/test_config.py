@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pydantic
 import pytest
 
 from cluster.config import DEFAULT_CONFIG, ConfigError, RaydeskConfig, load_config, parse_config
@@ -14,7 +15,7 @@ from cluster.config import DEFAULT_CONFIG, ConfigError, RaydeskConfig, load_conf
 def test_embedded_default_config_is_valid_and_frozen() -> None:
     cfg = load_config()
     assert cfg.instruments[0].symbol == "BTCUSDT"
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError):
         cfg.risk.max_position_lots = 1  # type: ignore[misc]
 
 
@@ -63,7 +64,7 @@ def test_hash_ignores_bookkeeping_but_not_decisions() -> None:
 
 
 def test_with_overrides_validates() -> None:
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError):
         load_config().with_overrides(risk={"max_position_lots": -1})
 
 

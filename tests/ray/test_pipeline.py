@@ -1,0 +1,140 @@
+"""The full topology on a real local Ray cluster with real Serve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from actors.core.messages import OrderStatus
+from actors.execution.orders import transition
+from actors.journal.journal import read_journal
+from cluster.runner import run_pipeline
+from tests.conftest import small_config
+
+pytestmark = pytest.mark.ray
+
+TERMINAL = {"FILLED", "CANCELED", "REJECTED", "EXPIRED", "DENIED"}
+
+
+def _cfg(tmp: Path, model_dir: Path, **sections: dict):
+    cfg = small_config(tmp, **sections)
+    return cfg.with_overrides(models={"registry_path": str(model_dir)})
+
+
+def _journal(summary: dict) -> list[dict]:
+    return [rec for _, rec in read_journal(summary["journal"]["path"])]
+
+
+def _replay_statuses(records: list[dict]) -> dict[str, list[str]]:
+    """Walk every order's journaled events through the transition table (raises if illegal)."""
+    status: dict[str, OrderStatus] = {}
+    qty: dict[str, int] = {}
+    filled: dict[str, int] = {}
+    path: dict[str, list[str]] = {}
+    for rec in records:
+        t = rec["type"]
+        coid = rec.get("client_order_id")
+        if t == "SubmitOrder":
+            assert coid not in status, f"duplicate client order id {coid}"
+            status[coid], qty[coid], filled[coid] = OrderStatus.INITIALIZED, rec["qty_lots"], 0
+            path[coid] = ["INITIALIZED"]
+        elif t.startswith("Order") and t != "OrderError":
+            assert coid in status, f"{t} for unknown order {coid}"
+            last = rec.get("last_qty_lots", 0)
+            status[coid] = transition(
+                status[coid], t, qty_lots=qty[coid], filled_lots=filled[coid],
+                last_qty_lots=last, client_order_id=coid,
+            )
+            filled[coid] += last
+            path[coid].append(status[coid].value)
+    return path
+
+
+def test_pipeline_orders_reach_journal_with_only_legal_transitions(
+    ray_cluster, model_dir, tmp_path
+) -> None:
+    cfg = _cfg(tmp_path, model_dir, strategy={"entry_edge": 0.02})
+    summary = run_pipeline(cfg, replay=True, events=6_000)
+
+    assert summary["events"] >= 6_000
+    assert summary["orders"] > 0 and summary["fills"] > 0
+    assert summary["order_errors"] == {}
+    records = _journal(summary)
+    types = {r["type"] for r in records}
+    assert {"DecisionMade", "SubmitOrder", "OrderAccepted", "OrderFilled"} <= types
+    assert "OrderError" not in types
+    paths = _replay_statuses(records)
+    assert len(paths) == summary["orders"]
+    # every accepted order ends in a terminal state (the strategy only sends IOC orders)
+    accepted = [p for p in paths.values() if "ACCEPTED" in p]
+    assert accepted and all(p[-1] in TERMINAL for p in accepted)
+    decisions = [r for r in records if r["type"] == "DecisionMade" and r["models"]]
+    assert decisions and all(r["feature_hash"] for r in decisions)
+    assert set(decisions[0]["models"]) == {"lgbm", "gru"}
+    on_disk = json.loads((Path(cfg.run.runs_dir) / summary["run_id"] / "summary.json").read_text())
+    assert on_disk["orders"] == summary["orders"]
+    assert summary["latency_ms"]["p50"] is not None
+
+
+def test_low_risk_limit_produces_denials_with_reason_codes(ray_cluster, model_dir, tmp_path):
+    cfg = _cfg(
+        tmp_path, model_dir, strategy={"entry_edge": 0.02}, risk={"max_notional_per_order": 1.0}
+    )
+    summary = run_pipeline(cfg, replay=True, events=4_000)
+
+    assert summary["denials"].get("NOTIONAL_EXCEEDS_MAX_PER_ORDER", 0) == summary["orders"] > 0
+    assert summary["fills"] == 0
+    records = _journal(summary)
+    denied = [r for r in records if r["type"] == "OrderDenied"]
+    assert denied and all(r["reason"] == "NOTIONAL_EXCEEDS_MAX_PER_ORDER" for r in denied)
+    assert "> max 1.0" in denied[0]["detail"]
+    verdicts = [r for r in records if r["type"] == "DecisionMade" and r["client_order_id"]]
+    assert verdicts and all(r["risk_verdict"] == "DENIED" for r in verdicts)
+
+
+def test_two_replays_give_byte_identical_journals(ray_cluster, model_dir, tmp_path) -> None:
+    cfg = _cfg(tmp_path, model_dir, strategy={"entry_edge": 0.02})
+    a = run_pipeline(cfg, replay=True, events=3_000)
+    b = run_pipeline(cfg, replay=True, events=3_000)
+
+    assert a["run_id"] != b["run_id"]
+    ja = Path(a["journal"]["path"]).read_bytes()
+    jb = Path(b["journal"]["path"]).read_bytes()
+    assert a["orders"] > 0
+    assert ja == jb
+
+
+def test_live_run_trades_on_wall_clock(ray_cluster, model_dir, tmp_path) -> None:
+    cfg = _cfg(tmp_path, model_dir, strategy={"entry_edge": 0.02})
+    summary = run_pipeline(cfg, replay=False, duration_s=4.0)
+
+    assert summary["mode"] == "live"
+    assert 3.5 <= summary["wall_s"] < 15
+    assert summary["events"] > 0 and summary["decisions"] > 0
+
+
+def test_malformed_batch_gets_clear_error_and_actor_survives(ray_cluster, tmp_path) -> None:
+    import ray
+
+    from actors.book.actor import SymbolActor
+    from actors.core.batch import MarketBatch
+    from tests.unit.test_book import INS, make_rows, snapshot
+
+    cfg = small_config(tmp_path)
+    actor = ray.remote(SymbolActor).remote(
+        INS, cfg.book.model_dump(), cfg.features.model_dump(), True
+    )
+    ok = ray.get(actor.on_batch.remote(MarketBatch(INS, snapshot([(100, 1.0)], [(101, 1.0)]))))
+    assert ok.errors == ()
+    from actors.core.batch import BID, DELTA, F_LAST
+
+    bad = make_rows([(DELTA, BID, 100, float("inf"), F_LAST)], start_seq=2)
+    upd = ray.get(actor.on_batch.remote(MarketBatch(INS, bad)))
+    assert upd.errors == ("batch[BTCUSDT].size[0] must be finite, was inf",)
+    assert upd.view.bid_sizes == (1.0,)
+    again = ray.get(actor.on_batch.remote(MarketBatch(INS, make_rows(
+        [(DELTA, BID, 100, 2.0, F_LAST)], start_seq=3))))
+    assert again.errors == () and again.view.bid_sizes == (2.0,)
+    ray.kill(actor)
