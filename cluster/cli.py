@@ -143,6 +143,14 @@ def config_schema() -> None:
     print(json.dumps(RaydeskConfig.model_json_schema(), indent=2))
 
 
+@config_app.command("docs")
+def config_docs() -> None:
+    """Print every config field as Markdown (docs/configuration.md)."""
+    from cluster.config import config_markdown
+
+    print(config_markdown(), end="")
+
+
 @models_app.command("list")
 def models_list(config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """List model versions in the registry (``*`` marks production)."""

@@ -101,13 +101,13 @@ class TradingKernel:
             resp = await asyncio.wait_for(self.topo.ensemble.predict.remote(req), deadline_s)
         except TimeoutError:
             self.stats.fallbacks["DEADLINE"] += len(dps)
-            self.metrics.inc("raydesk_inference_fallbacks_total", len(dps), reason="DEADLINE")
+            self.metrics.inc("raydesk_inference_fallbacks", len(dps), reason="DEADLINE")
             return np.tile(FALLBACK_PROBS, (len(dps), 1)), {}, True, deadline_s * 1e3
         ms = (time.perf_counter() - t0) * 1e3
         self.metrics.observe("raydesk_pipeline_inference_ms", ms)
         if resp.get("fallback"):
             self.stats.fallbacks["SERVE_FALLBACK"] += len(dps)
-            self.metrics.inc("raydesk_inference_fallbacks_total", len(dps), reason="SERVE")
+            self.metrics.inc("raydesk_inference_fallbacks", len(dps), reason="SERVE")
         return np.asarray(resp["probs"], dtype=np.float64), dict(resp["models"]), False, ms
 
     async def step(self) -> None:
@@ -140,11 +140,11 @@ class TradingKernel:
         for d in dps:
             p = pmap.get(d.decision_id, FALLBACK_PROBS)
             sig, cmd = self.strategy.on_decision(d, p, views[d.symbol], now_ns)
-            self.metrics.inc("raydesk_decisions_total", symbol=d.symbol, signal=str(sig))
+            self.metrics.inc("raydesk_decisions", symbol=d.symbol, signal=str(sig))
             decisions.append((d, p, sig, cmd))
             if cmd is not None:
                 commands.append(cmd)
-                self.metrics.inc("raydesk_orders_total", symbol=cmd.symbol)
+                self.metrics.inc("raydesk_orders", symbol=cmd.symbol)
         st.decisions += len(dps)
         wall_init = {d.decision_id: d.wall_init_ns for d in dps}
         st.orders += len(commands)
@@ -191,11 +191,11 @@ class TradingKernel:
         st, m = self.stats, self.metrics
         for e in res.denials:
             st.denials[e.reason] += 1
-            m.inc("raydesk_risk_denials_total", reason=e.reason)
+            m.inc("raydesk_risk_denials", reason=e.reason)
         for e in res.events:
             if isinstance(e, OrderFilled):
                 st.fills += 1
-                m.inc("raydesk_fills_total", symbol=e.symbol)
+                m.inc("raydesk_fills", symbol=e.symbol)
             elif isinstance(e, OrderAccepted):
                 wall = res.accept_wall_ns.get(e.client_order_id)
                 origin = origins.get(e.client_order_id)
@@ -209,11 +209,11 @@ class TradingKernel:
                 st.denials[e.reason] += 1
             elif type(e).__name__ == "OrderError":
                 st.order_errors[e.reason] += 1
-                m.inc("raydesk_order_errors_total", reason=e.reason)
+                m.inc("raydesk_order_errors", reason=e.reason)
         for e in res.state_events:
             st.trading_state = e.state
             if e.state == "HALTED":
-                m.inc("raydesk_kill_switch_trips_total", reason=e.reason)
+                m.inc("raydesk_kill_switch_trips", reason=e.reason)
         st.pnl = res.pnl
         m.set("raydesk_pnl", res.pnl)
 

@@ -3,8 +3,9 @@
 Every metric raydesk exports is declared once in :data:`METRICS` (name, kind, description,
 tag keys, buckets); components ask :class:`Metrics` for them by name. Objects are created
 lazily inside the process that uses them, never at import time. Ray exports them with a
-``ray_`` prefix (``raydesk_events_total`` → ``ray_raydesk_events_total``). Tag values are
-bounded: symbol, reason, model, component — never order ids.
+``ray_`` prefix. Tag values are
+bounded: symbol, reason, model, component — never order ids. Counters are declared without
+the ``_total`` suffix: the exporter appends it (``raydesk_events`` → ``ray_raydesk_events_total``).
 """
 
 from __future__ import annotations
@@ -25,32 +26,32 @@ class MetricSpec:
 
 
 METRICS: dict[str, MetricSpec] = {
-    "raydesk_events_total": MetricSpec(
+    "raydesk_events": MetricSpec(
         "counter", "Market-data rows applied to books.", ("symbol",)
     ),
-    "raydesk_batches_total": MetricSpec("counter", "Market-data batches applied.", ("symbol",)),
-    "raydesk_bad_input_total": MetricSpec(
+    "raydesk_batches": MetricSpec("counter", "Market-data batches applied.", ("symbol",)),
+    "raydesk_bad_input": MetricSpec(
         "counter", "Rejected input (malformed batch, bad command).", ("component", "field")
     ),
-    "raydesk_quarantines_total": MetricSpec(
+    "raydesk_quarantines": MetricSpec(
         "counter", "Symbols quarantined for a book-integrity breach.", ("symbol",)
     ),
     "raydesk_book_apply_us": MetricSpec(
         "histogram", "Time to apply one batch and compute features, us.", ("symbol",),
         tuple(APPLY_US_BUCKETS),
     ),
-    "raydesk_decisions_total": MetricSpec(
+    "raydesk_decisions": MetricSpec(
         "counter", "Decision points evaluated.", ("symbol", "signal")
     ),
-    "raydesk_orders_total": MetricSpec("counter", "Orders submitted by the strategy.", ("symbol",)),
-    "raydesk_fills_total": MetricSpec("counter", "Fills received.", ("symbol",)),
-    "raydesk_risk_denials_total": MetricSpec(
+    "raydesk_orders": MetricSpec("counter", "Orders submitted by the strategy.", ("symbol",)),
+    "raydesk_fills": MetricSpec("counter", "Fills received.", ("symbol",)),
+    "raydesk_risk_denials": MetricSpec(
         "counter", "Orders denied by the risk engine.", ("reason",)
     ),
-    "raydesk_order_errors_total": MetricSpec(
+    "raydesk_order_errors": MetricSpec(
         "counter", "Illegal transitions, duplicates and other order errors.", ("reason",)
     ),
-    "raydesk_kill_switch_trips_total": MetricSpec(
+    "raydesk_kill_switch_trips": MetricSpec(
         "counter", "Kill-switch trips.", ("reason",)
     ),
     "raydesk_tick_to_order_ms": MetricSpec(
@@ -61,12 +62,12 @@ METRICS: dict[str, MetricSpec] = {
         "histogram", "Round trip from the kernel to the Serve ensemble, ms.", (),
         tuple(LATENCY_MS_BUCKETS),
     ),
-    "raydesk_inference_fallbacks_total": MetricSpec(
+    "raydesk_inference_fallbacks": MetricSpec(
         "counter", "Predictions replaced by the fallback (deadline or error).", ("reason",)
     ),
     "raydesk_pnl": MetricSpec("gauge", "Total PnL (realised - fees + unrealised).", ()),
     "raydesk_position_lots": MetricSpec("gauge", "Position per symbol, lots.", ("symbol",)),
-    "raydesk_journal_records_total": MetricSpec("counter", "Records journaled.", ()),
+    "raydesk_journal_records": MetricSpec("counter", "Records journaled.", ()),
 }
 
 

@@ -35,12 +35,12 @@ class SymbolActor:
         upd = self.engine.on_batch(batch.data, batch.wall_init_ns)
         m = self.metrics
         m.observe("raydesk_book_apply_us", (time.perf_counter_ns() - t0) / 1e3, symbol=self.symbol)
-        m.inc("raydesk_batches_total", symbol=self.symbol)
-        m.inc("raydesk_events_total", upd.events, symbol=self.symbol)
+        m.inc("raydesk_batches", symbol=self.symbol)
+        m.inc("raydesk_events", upd.events, symbol=self.symbol)
         for kind in upd.error_kinds:
-            m.inc("raydesk_bad_input_total", component="symbol", field=kind)
+            m.inc("raydesk_bad_input", component="symbol", field=kind)
         if self.engine.quarantined and not was_quarantined:
-            m.inc("raydesk_quarantines_total", symbol=self.symbol)
+            m.inc("raydesk_quarantines", symbol=self.symbol)
         return upd
 
     def snapshot(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ class JournalActor:
     def append(self, records: list[dict[str, Any]]) -> int:
         """Append records durably; return the last sequence number."""
         seq = self.journal.append(records)
-        self.metrics.inc("raydesk_journal_records_total", len(records))
+        self.metrics.inc("raydesk_journal_records", len(records))
         return seq
 
     def close(self) -> int:

@@ -99,3 +99,12 @@ def test_cli_run_with_bad_config_starts_nothing(tmp_path) -> None:
     assert r.returncode == 2
     assert "instruments.0.symbol" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_configuration_doc_is_current() -> None:
+    from pathlib import Path
+
+    from cluster.config import config_markdown
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    assert doc.read_text() == config_markdown(), "run: raydesk config docs > docs/configuration.md"

@@ -378,3 +378,74 @@ def test_train_job_prints_records_as_json(tmp_path: Path, capsys) -> None:
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"lgbm", "gru"}
     assert out["gru"]["feature_spec_hash"] == FEATURE_SPEC_HASH
+
+
+# --- app arguments and requests (pure parts of serve.app / serve.client) ----------------------
+def test_app_args_validate_families_and_accept_json_text() -> None:
+    from serve.app import AppArgs
+
+    args = AppArgs.model_validate({"registry_path": "x", "weights": '{"lgbm": 2, "gru": 0}'})
+
+    assert args.weights == {"lgbm": 2.0, "gru": 0.0}
+    assert args.model_user_config("gru") == {
+        "version": None,
+        "max_batch_size": 16,
+        "batch_wait_timeout_s": 0.002,
+    }
+    with pytest.raises(ValueError, match=r"weights keys must be in \['gru', 'lgbm'\]"):
+        AppArgs.model_validate({"registry_path": "x", "weights": {"xgb": 1.0}})
+    with pytest.raises(ValueError, match="positive sum"):
+        AppArgs.model_validate({"registry_path": "x", "weights": {"lgbm": 0.0}})
+    with pytest.raises(ValueError, match="deadline_ms"):
+        AppArgs.model_validate({"registry_path": "x", "deadline_ms": 0})
+
+
+def test_validate_request_names_the_bad_field() -> None:
+    from serve.app import validate_request
+
+    x = np.zeros((2, 4), np.float32)
+    w = np.zeros((2, 5, 4), np.float32)
+
+    ids, xs, ws, deadline = validate_request({"features": x, "windows": w, "deadline_ms": 5})
+
+    assert ids == ["0", "1"] and xs.shape == (2, 4) and ws.shape == (2, 5, 4) and deadline == 5
+    with pytest.raises(ValueError, match=r"request\.windows must have shape \(2, T, 4\)"):
+        validate_request({"features": x, "windows": w[:1]})
+    with pytest.raises(ValueError, match=r"request\.decision_ids must be a list of 2 ids, was 1"):
+        validate_request({"features": x, "windows": w, "decision_ids": ["a"]})
+    with pytest.raises(ValueError, match=r"request\.features must be present"):
+        validate_request({"windows": w})
+    with pytest.raises(ValueError, match=r"request\.deadline_ms must be a number > 0, was -1"):
+        validate_request({"features": x, "windows": w, "deadline_ms": -1})
+
+
+def test_client_config_helpers(tmp_path: Path) -> None:
+    from actors.core.views import DecisionPoint
+    from serve.client import app_args_from_config, request_from_decisions, serve_app_config
+
+    cfg = small_cfg(tmp_path)
+    points = [
+        DecisionPoint(
+            symbol="X",
+            decision_id=f"X-{i}",
+            ts_event=1,
+            ts_init=1,
+            wall_init_ns=0,
+            features=np.full(4, i, np.float32),
+            window=np.full((3, 4), i, np.float32),
+        )
+        for i in range(2)
+    ]
+
+    args = app_args_from_config(cfg, versions={"lgbm": "abc"})
+    entry = serve_app_config(cfg, weights={"lgbm": 1.0, "gru": 0.0}, versions={"gru": "def"})
+    req = request_from_decisions(points, deadline_ms=50)
+
+    assert Path(args["registry_path"]).is_absolute() and args["versions"] == {"lgbm": "abc"}
+    assert entry["import_path"] == "serve.app:build_app" and entry["args"]["versions"] == {}
+    by_name = {d["name"]: d["user_config"] for d in entry["deployments"]}
+    assert by_name["EnsembleIngress"]["weights"] == {"lgbm": 1.0, "gru": 0.0}
+    assert by_name["GRUModelDeployment"]["version"] == "def"
+    assert by_name["LGBMModelDeployment"]["version"] is None
+    assert req["decision_ids"] == ["X-0", "X-1"] and req["deadline_ms"] == 50.0
+    assert req["features"].shape == (2, 4) and req["windows"].shape == (2, 3, 4)

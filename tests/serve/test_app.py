@@ -1,0 +1,253 @@
+"""The ensemble Serve app on a real local Ray cluster with real Serve (handle and HTTP)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cluster.config import RaydeskConfig, load_config
+from serve.dataset import build_training_set
+from serve.ensemble import FALLBACK_PROBS, combine
+from serve.models import LGBMModel, load_from_registry, save_model
+from serve.registry import ModelRegistry
+from serve.training import train_models
+
+pytestmark = pytest.mark.ray
+
+APP = "ensemble-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Tiny models in a fresh registry, plus sample requests from the same pipeline."""
+    tmp = tmp_path_factory.mktemp("serve")
+    cfg = load_config().with_overrides(
+        models={
+            "registry_path": str(tmp / "models"),
+            "train_seconds": 60.0,
+            "lgbm_trees": 20,
+            "torch_epochs": 1,
+            "torch_hidden": 8,
+            "deadline_ms": 10_000.0,
+            "http_port": _free_port(),
+        }
+    )
+    records = train_models(cfg, console_progress=False)
+    data = build_training_set(cfg.with_overrides(models={"train_seed": 99}), seconds=10)
+    return {"cfg": cfg, "records": records, "data": data}
+
+
+@pytest.fixture(scope="module")
+def app(ray_cluster: Any, trained: dict[str, Any]) -> Any:
+    """The ensemble app deployed through ``serve.client.deploy``; deleted afterwards."""
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    from serve.client import deploy
+
+    running = _get_global_client(raise_if_no_controller_running=False)
+    if running is not None and running.http_config.port != trained["cfg"].models.http_port:
+        serve.shutdown()  # started by an earlier module on another port: HTTP options are fixed
+    t0 = time.perf_counter()
+    handle = deploy(trained["cfg"], name=APP)
+    trained["deploy_s"] = time.perf_counter() - t0
+    yield handle
+    serve.delete(APP)
+
+
+def _request(trained: dict[str, Any], n: int = 8, **extra: Any) -> dict[str, Any]:
+    data = trained["data"]
+    return {
+        "decision_ids": [f"d-{i}" for i in range(n)],
+        "features": data.features[:n],
+        "windows": data.windows[:n],
+        **extra,
+    }
+
+
+def _redeploy(cfg: RaydeskConfig, **models: Any) -> Any:
+    from ray import serve
+
+    from serve.app import build_app
+    from serve.client import ROUTE_PREFIX, app_args_from_config
+
+    args = {**app_args_from_config(cfg), **models}
+    return serve.run(build_app(args), name=APP, route_prefix=ROUTE_PREFIX)
+
+
+def _describe(family: str, app: str = APP) -> dict[str, Any]:
+    from ray import serve
+
+    name = {"lgbm": "LGBMModelDeployment", "gru": "GRUModelDeployment"}[family]
+    return serve.get_deployment_handle(name, app_name=app).describe.remote().result()
+
+
+def _other_lgbm(trained: dict[str, Any]) -> tuple[LGBMModel, str]:
+    """A second LightGBM version in the registry (deterministic: same bytes every time)."""
+    data = trained["data"]
+    model = LGBMModel.train(
+        data.features, data.labels, trees=5, seed=7, feature_names=data.feature_names
+    )
+    record = save_model(
+        ModelRegistry(trained["cfg"].models.registry_path),
+        model,
+        metrics={},
+        feature_spec_hash=data.feature_spec_hash,
+        data_span_ns=data.span_ns,
+    )
+    return model, record.version
+
+
+def test_predict_via_handle_combines_both_models(app: Any, trained: dict[str, Any]) -> None:
+    req = _request(trained)
+    registry = trained["cfg"].models.registry_path
+
+    out = app.predict.remote(req).result(timeout_s=60)
+
+    assert out["fallback"] is False and out["reason"] is None
+    assert out["decision_ids"] == req["decision_ids"]
+    assert out["models"] == {f: r.version for f, r in trained["records"].items()}
+    assert out["probs"].shape == (8, 3) and out["latency_ns"] > 0
+    for family in ("lgbm", "gru"):
+        local, _ = load_from_registry(registry, family)
+        expected = local.predict_proba(req["features"], req["windows"])
+        np.testing.assert_allclose(out["per_model"][family], expected, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(out["probs"], combine(out["per_model"], {"lgbm": 1, "gru": 1}))
+
+
+def test_concurrent_requests_are_batched_and_answered(app: Any, trained: dict[str, Any]) -> None:
+    reqs = [_request(trained, n=1 + i % 4) for i in range(24)]
+
+    responses = [app.predict.remote(r) for r in reqs]
+    outs = [r.result(timeout_s=60) for r in responses]
+
+    assert [o["probs"].shape[0] for o in outs] == [1 + i % 4 for i in range(24)]
+    assert not any(o["fallback"] for o in outs)
+    for o in outs:
+        np.testing.assert_allclose(o["probs"].sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_http_predict_returns_json_lists(app: Any, trained: dict[str, Any]) -> None:
+    from ray.serve.context import _get_global_client
+
+    url = _get_global_client().root_url.rstrip("/") + "/ensemble"
+    req = _request(trained, n=3)
+    body = json.dumps(
+        {"features": req["features"].tolist(), "windows": req["windows"].tolist()}
+    ).encode()
+
+    with urllib.request.urlopen(
+        urllib.request.Request(url, body, {"Content-Type": "application/json"}), timeout=30
+    ) as resp:
+        out = json.loads(resp.read())
+
+    assert out["fallback"] is False and len(out["probs"]) == 3
+    np.testing.assert_allclose(np.asarray(out["probs"]).sum(axis=1), 1.0, atol=1e-9)
+    bad = json.dumps({"features": [[1.0, 2.0]], "windows": [[[1.0]]]}).encode()
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(urllib.request.Request(url, bad), timeout=30)
+    assert err.value.code == 400
+    assert "request.windows must have shape" in json.loads(err.value.read())["error"]
+
+
+def test_missed_deadline_returns_fallback_not_late_decision(
+    app: Any, trained: dict[str, Any]
+) -> None:
+    out = app.predict.remote(_request(trained, deadline_ms=0.001)).result(timeout_s=60)
+
+    assert out["fallback"] is True and out["reason"] == "deadline"
+    np.testing.assert_array_equal(out["probs"], np.tile(FALLBACK_PROBS, (8, 1)))
+    assert out["models"] == {}
+
+
+def test_bad_request_is_a_clear_error(app: Any, trained: dict[str, Any]) -> None:
+    req = _request(trained)
+    req["windows"] = req["windows"][:, :, :3]
+
+    with pytest.raises(ValueError, match=r"request\.windows must have shape"):
+        app.predict.remote(req).result(timeout_s=60)
+
+
+def test_redeploy_changes_weights_and_model_version(app: Any, trained: dict[str, Any]) -> None:
+    cfg: RaydeskConfig = trained["cfg"]
+    req = _request(trained)
+    other, v2 = _other_lgbm(trained)
+
+    handle = _redeploy(cfg, weights={"lgbm": 1.0, "gru": 0.0}, versions={"lgbm": v2})
+    out = handle.predict.remote(req).result(timeout_s=60)
+
+    assert set(out["per_model"]) == {"lgbm"} and out["models"] == {"lgbm": v2}
+    np.testing.assert_allclose(out["probs"], other.predict_proba(req["features"], None))
+    assert _describe("lgbm")["version"] == v2
+
+    handle = _redeploy(cfg)
+    out = handle.predict.remote(req).result(timeout_s=60)
+
+    assert out["models"]["lgbm"] == trained["records"]["lgbm"].version
+    assert set(out["per_model"]) == {"lgbm", "gru"}
+
+
+def test_declarative_reconfigure_hot_swaps_in_place(app: Any, trained: dict[str, Any]) -> None:
+    from ray import serve
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve.client import serve_app_config
+
+    name = "ensemble-decl"
+    cfg: RaydeskConfig = trained["cfg"]
+    client = _get_global_client()
+
+    def apply(**overrides: Any) -> None:
+        entry = {**serve_app_config(cfg, name=name, **overrides), "route_prefix": "/decl"}
+        client.deploy_apps(ServeDeploySchema(applications=[entry]), _blocking=True)
+
+    other, v2 = _other_lgbm(trained)
+    req = _request(trained)
+    apply()
+    before = _describe("lgbm", name)
+    t0 = time.perf_counter()
+
+    apply(weights={"lgbm": 1.0, "gru": 0.0}, versions={"lgbm": v2})
+    while _describe("lgbm", name)["version"] != v2 and time.perf_counter() - t0 < 30:
+        time.sleep(0.05)
+    swap_s = time.perf_counter() - t0
+    out = serve.get_app_handle(name).predict.remote(req).result(timeout_s=60)
+
+    after = _describe("lgbm", name)
+    assert before["version"] == trained["records"]["lgbm"].version
+    assert after["version"] == v2 and after["pid"] == before["pid"]  # no restart
+    assert out["models"] == {"lgbm": v2}
+    np.testing.assert_allclose(out["probs"], other.predict_proba(req["features"], None))
+    print(f"declarative hot swap took {swap_s:.2f}s")
+    serve.delete(name)
+
+
+def test_deploy_time_is_reported(app: Any, trained: dict[str, Any]) -> None:
+    assert trained["deploy_s"] < 60
+    print(f"deploy took {trained['deploy_s']:.1f}s")
+
+
+def test_handle_is_usable_from_threads(app: Any, trained: dict[str, Any]) -> None:
+    req = _request(trained, n=2)
+
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda _: app.predict.remote(req).result(timeout_s=60), range(8)))
+
+    assert all(not o["fallback"] for o in outs)
+    assert Path(trained["cfg"].models.registry_path).is_dir()
