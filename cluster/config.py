@@ -122,7 +122,12 @@ class ModelsConfig(Strict):
         250.0, gt=0, description="A prediction later than this is replaced by the fallback."
     )
     max_batch_size: int = Field(16, ge=1, description="@serve.batch max batch size.")
-    batch_wait_timeout_s: float = Field(0.002, ge=0, description="@serve.batch wait.")
+    batch_wait_timeout_s: float = Field(
+        0.0,
+        ge=0,
+        description="@serve.batch wait for a fuller batch. 0: run at once (requests that queue "
+        "while a batch runs are still batched); the kernel already sends one request per step.",
+    )
     num_gpus: float = Field(0.0, ge=0, description="GPUs per model replica (0 on CPU nodes).")
     num_cpus: float = Field(0.0, ge=0, description="CPUs reserved per replica.")
     http_port: int = Field(8000, ge=0, le=65535, description="Serve HTTP port.")

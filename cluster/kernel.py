@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +36,8 @@ from actors.strategy.engine import StrategyEngine
 from cluster.config import RaydeskConfig
 from cluster.metrics import Metrics
 from serve.ensemble import FALLBACK_PROBS
+
+REPLAY_SAFETY_TIMEOUT_MS = 60_000.0
 
 
 @dataclass
@@ -56,6 +58,7 @@ class RunStats:
     latencies_ms: list[float] = field(default_factory=list)
     sim_latencies_ms: list[float] = field(default_factory=list)
     inference_ms: list[float] = field(default_factory=list)
+    stage_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     pnl: float = 0.0
     trading_state: str = "ACTIVE"
     models: dict[str, str] = field(default_factory=dict)
@@ -90,12 +93,16 @@ class TradingKernel:
     async def _predict(self, dps: list[Any]) -> tuple[np.ndarray, dict[str, str], bool, float]:
         if not dps:
             return np.zeros((0, 3)), {}, False, 0.0
+        # Live, a late prediction is worthless: the deadline gives the fallback. On replay the
+        # wall clock must not change decisions, so the deadline is only a safety timeout.
+        deadline_ms = REPLAY_SAFETY_TIMEOUT_MS if self.replay else self.cfg.models.deadline_ms
         req = {
             "decision_ids": [d.decision_id for d in dps],
             "features": np.stack([d.features for d in dps]).astype(np.float32),
             "windows": np.stack([d.window for d in dps]).astype(np.float32),
+            "deadline_ms": deadline_ms,
         }
-        deadline_s = self.cfg.models.deadline_ms / 1e3
+        deadline_s = deadline_ms / 1e3
         t0 = time.perf_counter()
         try:
             resp = await asyncio.wait_for(self.topo.ensemble.predict.remote(req), deadline_s)
@@ -113,10 +120,15 @@ class TradingKernel:
     async def step(self) -> None:
         """Run one micro-batch interval through the whole topology."""
         topo, st = self.topo, self.stats
+        t0 = time.perf_counter()
         sim_now, batches = await topo.feed.next_batches.remote()
+        t1 = time.perf_counter()
+        if st.sim_start_ns == 0:
+            st.sim_start_ns = sim_now - int(self.cfg.feed.batch_interval_ms * 1e6)
         st.sim_now_ns = sim_now
         refs = [topo.symbols[s].on_batch.remote(batches[s]) for s in self.symbols]
         updates: list[SymbolUpdate] = await asyncio.gather(*refs)
+        t2 = time.perf_counter()
         views = {u.view.symbol: u.view for u in updates}
         dps = []
         for u in updates:
@@ -148,7 +160,9 @@ class TradingKernel:
         st.decisions += len(dps)
         wall_init = {d.decision_id: d.wall_init_ns for d in dps}
         st.orders += len(commands)
+        t3 = time.perf_counter()
         res = await topo.risk.process.remote(now_ns, commands, views)
+        t4 = time.perf_counter()
         self.strategy.on_fills(res.events)
         verdicts = {e.client_order_id: e for e in res.denials}
         records: list[dict[str, Any]] = []
@@ -186,6 +200,9 @@ class TradingKernel:
             await asyncio.gather(*self._pending_journal)
             self._pending_journal.clear()
         st.steps += 1
+        for name, dt in (("feed", t1 - t0), ("symbols", t2 - t1), ("serve_strategy", t3 - t2),
+                         ("risk_execution", t4 - t3), ("journal", time.perf_counter() - t4)):
+            st.stage_ms[name].append(dt * 1e3)
 
     def _account(self, res: Any, origins: dict[str, int]) -> None:
         st, m = self.stats, self.metrics
@@ -227,8 +244,7 @@ class TradingKernel:
         """Step until the duration (wall live, simulated on replay) or the event count is hit."""
         st = self.stats
         st.wall_start = time.perf_counter()
-        st.sim_start_ns = self.topo.start_ns
-        st.sim_now_ns = self.topo.start_ns
+        st.sim_start_ns = st.sim_now_ns = 0
         last = 0.0
         while True:
             if max_events is not None and st.events >= max_events:

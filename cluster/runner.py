@@ -74,6 +74,9 @@ def summarize(
             "p50": stats.percentile(stats.inference_ms, 50),
             "p99": stats.percentile(stats.inference_ms, 99),
         },
+        "stage_ms_p50": {
+            k: stats.percentile(v, 50) for k, v in sorted(stats.stage_ms.items())
+        },
         "models": stats.models,
         "wall_s": round(wall_s, 3),
         "sim_s": round(sim_s, 3),
@@ -118,14 +121,18 @@ def run_pipeline(
     )
     ensure_models(cfg, console_progress=sys.stderr.isatty() or bool(progress))
     topo = build_topology(cfg, run_id, run_dir, replay, _session_start_ns(cfg, replay))
+    # One event loop for the whole run, closed only after teardown: Serve handles bind to the
+    # loop they are first used in (throughput-optimised mode requires it to stay open).
+    loop = asyncio.new_event_loop()
     try:
         kernel = TradingKernel(cfg, topo, replay)
-        stats = asyncio.run(kernel.run(duration_s, events, on_progress=progress))
+        stats = loop.run_until_complete(kernel.run(duration_s, events, on_progress=progress))
         import ray
 
         portfolio = ray.get(topo.execution.portfolio_summary.remote())
     finally:
         teardown(topo)
+        loop.close()
     summary = summarize(cfg, stats, portfolio, run_id, run_dir, replay)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
     return summary

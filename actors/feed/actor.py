@@ -23,28 +23,39 @@ class FeedActor:
     Args:
         cfg: The full config as a dict (``RaydeskConfig.model_dump(mode="json")``).
         replay: True for simulated time, as fast as possible.
-        start_ns: Start of the session, ns since epoch.
+        start_ns: Start of the session, ns since epoch (replay; live starts at the first call).
     """
 
     def __init__(self, cfg: dict[str, Any], replay: bool, start_ns: int) -> None:
         self.cfg = RaydeskConfig.model_validate(cfg)
         self.replay = replay
         self.instruments = self.cfg.instrument_map()
-        prices = {
+        self.prices = {
             ic.symbol: ic.to_instrument().price_to_ticks(ic.initial_price)
             for ic in self.cfg.instruments
         }
-        self.sim = MarketSimulator(
-            self.cfg.simulator, list(self.instruments.values()), prices, start_ns
-        )
         self.step_ns = int(self.cfg.feed.batch_interval_ms * 1e6)
         self.start_ns = start_ns
-        self.wall_start_ns = time.time_ns()
+        self.sim: MarketSimulator | None = None
         self.sim_now = start_ns
+        self.wall_start_ns = 0
         self.steps = 0
+
+    def _start(self) -> MarketSimulator:
+        # Live, the simulated exchange's clock starts when the first batch is asked for, so
+        # its timestamps are real receive times (not seconds old because the cluster was
+        # still starting).
+        if not self.replay:
+            self.start_ns = self.sim_now = time.time_ns()
+        self.wall_start_ns = time.time_ns()
+        return MarketSimulator(
+            self.cfg.simulator, list(self.instruments.values()), self.prices, self.start_ns
+        )
 
     async def next_batches(self) -> tuple[int, dict[str, MarketBatch]]:
         """Advance one interval; return ``(sim_now_ns, {symbol: batch})``."""
+        if self.sim is None:
+            self.sim = self._start()
         target = self.sim_now + self.step_ns
         if not self.replay:
             # live: sim time runs at `speed` x wall time from the session start

@@ -113,6 +113,10 @@ def test_live_run_trades_on_wall_clock(ray_cluster, model_dir, tmp_path) -> None
     assert summary["mode"] == "live"
     assert 3.5 <= summary["wall_s"] < 15
     assert summary["events"] > 0 and summary["decisions"] > 0
+    # live books are fresh: the feed's clock starts when trading starts, not at cluster start
+    assert "BOOK_STALE" not in summary["denials"]
+    assert summary["orders"] > 0 and summary["latency_ms"]["count"] > 0
+    assert summary["latency_ms"]["p50"] < 1_000
 
 
 def test_malformed_batch_gets_clear_error_and_actor_survives(ray_cluster, tmp_path) -> None:
