@@ -140,12 +140,11 @@ def teardown(topo: Topology, shutdown_serve: bool = True) -> None:
         log.warning("journal close failed: %s", exc)
     for a in topo.actors:
         ray.kill(a)
-    if shutdown_serve:
+    if topo.owns_ray:
+        # Ray started by this run: shutting it down stops Serve with it. (serve.shutdown()
+        # first would kill the controller under the driver's long-poll and print retries.)
+        ray.shutdown()
+    elif shutdown_serve:
         from ray import serve
 
         serve.delete(SERVE_APP_NAME)
-    if topo.owns_ray:
-        from ray import serve
-
-        serve.shutdown()
-        ray.shutdown()
