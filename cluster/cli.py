@@ -117,9 +117,12 @@ def run(
             now = time.perf_counter()
             if now - last[0] >= 5:
                 last[0] = now
+                wall = max(now - st.wall_start, 1e-9)
+                lat = st.latencies_ms[-2000:]
                 err.print(
-                    f"events={st.events} orders={st.orders} fills={st.fills} "
-                    f"denials={sum(st.denials.values())} pnl={st.pnl:.2f}",
+                    f"events={st.events} events/s={st.events / wall:.0f} orders={st.orders} "
+                    f"fills={st.fills} denials={sum(st.denials.values())} pnl={st.pnl:.2f} "
+                    f"tick-to-order p50/p99 ms={st.percentile(lat, 50)}/{st.percentile(lat, 99)}",
                     markup=False, highlight=False,
                 )
 
