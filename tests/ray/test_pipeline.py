@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -76,6 +78,28 @@ def test_pipeline_orders_reach_journal_with_only_legal_transitions(
     on_disk = json.loads((Path(cfg.run.runs_dir) / summary["run_id"] / "summary.json").read_text())
     assert on_disk["orders"] == summary["orders"]
     assert summary["latency_ms"]["p50"] is not None
+    # positions of record reconcile with the journaled fills
+    net: dict[str, int] = {}
+    for r in records:
+        if r["type"] == "OrderFilled":
+            sign = 1 if r["side"] == "BUY" else -1
+            net[r["symbol"]] = net.get(r["symbol"], 0) + sign * r["last_qty_lots"]
+    assert net == summary["portfolio"]["positions"]
+
+
+def _scrape_until(ray_mod, needles: list[str], timeout_s: float = 45.0) -> str:
+    """Poll this node's Prometheus endpoint until every needle shows up; return the text."""
+    port = ray_mod._private.worker._global_node.metrics_export_port
+    deadline = time.monotonic() + timeout_s
+    body = ""
+    while time.monotonic() < deadline:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        body = body.decode()
+        if all(n in body for n in needles):
+            return body
+        time.sleep(2)
+    missing = [n for n in needles if n not in body]
+    raise AssertionError(f"metrics must include {missing}, were absent after {timeout_s} s")
 
 
 def test_low_risk_limit_produces_denials_with_reason_codes(ray_cluster, model_dir, tmp_path):
@@ -92,6 +116,12 @@ def test_low_risk_limit_produces_denials_with_reason_codes(ray_cluster, model_di
     assert "> max 1.0" in denied[0]["detail"]
     verdicts = [r for r in records if r["type"] == "DecisionMade" and r["client_order_id"]]
     assert verdicts and all(r["risk_verdict"] == "DENIED" for r in verdicts)
+    # ... and they are counted through Ray's metrics API, on the node's Prometheus endpoint
+    _scrape_until(ray_cluster, [
+        'ray_raydesk_risk_denials_total{', 'reason="NOTIONAL_EXCEEDS_MAX_PER_ORDER"',
+        "ray_raydesk_events_total{", "ray_raydesk_book_apply_us_bucket{",
+        "ray_raydesk_orders_total{",
+    ])
 
 
 def test_two_replays_give_byte_identical_journals(ray_cluster, model_dir, tmp_path) -> None:
@@ -142,3 +172,20 @@ def test_malformed_batch_gets_clear_error_and_actor_survives(ray_cluster, tmp_pa
         [(DELTA, BID, 100, 2.0, F_LAST)], start_seq=3))))
     assert again.errors == () and again.view.bid_sizes == (2.0,)
     ray.kill(actor)
+
+
+def test_kill_switch_halts_trading_and_is_journaled_once(ray_cluster, model_dir, tmp_path):
+    cfg = _cfg(tmp_path, model_dir, strategy={"entry_edge": 0.02}, risk={"daily_loss_limit": 1.0})
+    summary = run_pipeline(cfg, replay=True, events=8_000)
+
+    assert summary["trading_state"] == "HALTED"
+    records = _journal(summary)
+    trips = [r for r in records if r["type"] == "TradingStateChanged"]
+    assert [(r["state"], r["reason"]) for r in trips] == [("HALTED", "DAILY_LOSS_LIMIT")]
+    after = records[records.index(trips[0]) + 1 :]
+    submits = [r for r in after if r["type"] == "SubmitOrder"]
+    denied = {r["client_order_id"] for r in after if r["type"] == "OrderDenied"}
+    assert submits, "the strategy kept trying after the trip"
+    assert all(r["client_order_id"] in denied for r in submits)
+    assert summary["denials"]["TRADING_HALTED"] == len(submits)
+    assert not [r for r in after if r["type"] == "OrderAccepted"]
