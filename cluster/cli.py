@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -102,6 +103,8 @@ def run(
         raise typer.Exit(2) from None
     replay = replay or cfg.run.replay
     show = progress and cfg.run.progress
+    if show:  # Serve's per-request INFO lines would scroll the progress view away
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
     if show and sys.stderr.isatty():
         with Live(console=err, refresh_per_second=4) as live:
             summary = run_pipeline(

@@ -205,6 +205,9 @@ class RayConfig(Strict):
     include_dashboard: bool = Field(True, description="Start the dashboard on local Ray.")
     num_cpus: int | None = Field(None, ge=1, description="CPUs for local Ray (None = all).")
     actor_num_cpus: float = Field(0.0, ge=0, description="CPUs reserved per pipeline actor.")
+    start_timeout_s: float = Field(
+        120.0, gt=0, description="How long the topology's actors may take to start."
+    )
     max_restarts: int = Field(
         0,
         ge=0,

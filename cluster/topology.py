@@ -7,6 +7,7 @@ this module and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -95,29 +96,49 @@ def build_topology(
             **extra,
         }
 
-    ensemble = deploy(cfg, name=SERVE_APP_NAME)
-    feed = ray.remote(FeedActor).options(**opts("feed")).remote(cfg_dict, replay, start_ns)
-    symbols = {
-        ic.symbol: ray.remote(SymbolActor)
-        .options(**opts(f"symbol-{ic.symbol.lower()}"))
-        .remote(
-            ic.to_instrument(),
-            cfg.book.model_dump(mode="json"),
-            cfg.features.model_dump(mode="json"),
-            replay,
+    created: list[Any] = []
+    try:
+        ensemble = deploy(cfg, name=SERVE_APP_NAME)
+        feed = ray.remote(FeedActor).options(**opts("feed")).remote(cfg_dict, replay, start_ns)
+        created.append(feed)
+        symbols = {}
+        for ic in cfg.instruments:
+            symbols[ic.symbol] = (
+                ray.remote(SymbolActor)
+                .options(**opts(f"symbol-{ic.symbol.lower()}"))
+                .remote(
+                    ic.to_instrument(),
+                    cfg.book.model_dump(mode="json"),
+                    cfg.features.model_dump(mode="json"),
+                    replay,
+                )
+            )
+            created.append(symbols[ic.symbol])
+        journal = (
+            ray.remote(JournalActor)
+            .options(**opts("journal"))
+            .remote(str(Path(run_dir).resolve() / "journal.log"), cfg.journal.fsync)
         )
-        for ic in cfg.instruments
-    }
-    journal = (
-        ray.remote(JournalActor)
-        .options(**opts("journal"))
-        .remote(str(Path(run_dir).resolve() / "journal.log"), cfg.journal.fsync)
-    )
-    execution = ray.remote(ExecutionActor).options(**opts("execution")).remote(cfg_dict, replay)
-    risk = ray.remote(RiskActor).options(**opts("risk")).remote(cfg_dict, replay, execution)
-    actors = [feed, *symbols.values(), journal, execution, risk]
-    # fail fast (and completely) if any actor cannot start
-    ray.get([a.__ray_ready__.remote() for a in actors])
+        created.append(journal)
+        execution = (
+            ray.remote(ExecutionActor).options(**opts("execution")).remote(cfg_dict, replay)
+        )
+        created.append(execution)
+        risk = ray.remote(RiskActor).options(**opts("risk")).remote(cfg_dict, replay, execution)
+        created.append(risk)
+        # fail fast, and completely, if any actor cannot start: never half a topology
+        ray.get([a.__ray_ready__.remote() for a in created], timeout=cfg.ray.start_timeout_s)
+    except BaseException:
+        for a in created:
+            ray.kill(a)
+        from ray import serve
+
+        with contextlib.suppress(Exception):
+            serve.delete(SERVE_APP_NAME)
+        if owns:
+            ray.shutdown()
+        raise
+    actors = created
     return Topology(
         run_id=run_id,
         start_ns=start_ns,

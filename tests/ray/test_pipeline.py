@@ -189,3 +189,23 @@ def test_kill_switch_halts_trading_and_is_journaled_once(ray_cluster, model_dir,
     assert all(r["client_order_id"] in denied for r in submits)
     assert summary["denials"]["TRADING_HALTED"] == len(submits)
     assert not [r for r in after if r["type"] == "OrderAccepted"]
+
+
+def test_a_topology_that_cannot_start_leaves_nothing_behind(ray_cluster, model_dir, tmp_path):
+    from ray import serve
+
+    from cluster.topology import SERVE_APP_NAME, build_topology
+
+    cfg = _cfg(tmp_path, model_dir).with_overrides(ray={"start_timeout_s": 0.001})
+    with pytest.raises(ray_cluster.exceptions.GetTimeoutError):
+        build_topology(cfg, "wontstart", tmp_path, True, 1_700_000_000_000_000_000)
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        names = ray_cluster.util.list_named_actors(all_namespaces=True)
+        left = [n for n in names if "wontstart" in n["name"]]
+        if not left:
+            break
+        time.sleep(0.5)
+    assert left == []
+    assert SERVE_APP_NAME not in serve.status().applications
