@@ -79,15 +79,11 @@ class FeedConfig(Strict):
     batch_interval_ms: float = Field(
         100.0, gt=0, le=10_000, description="Micro-batch interval: one batch per symbol per step."
     )
-    speed: float = Field(1.0, gt=0, description="Simulated seconds per wall second when live.")
 
 
 class BookConfig(Strict):
     levels_out: int = Field(
         10, ge=1, le=100, description="Levels per side in the book view sent downstream."
-    )
-    max_book_age_ms: float = Field(
-        5_000.0, gt=0, description="A book not updated for this long is stale."
     )
 
 

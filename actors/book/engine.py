@@ -1,8 +1,8 @@
 """SymbolEngine: one symbol's book and features, pure (no Ray).
 
 It applies market-data batches row by row, checks integrity at every message boundary
-(``F_LAST``), and emits one :class:`~actors.core.views.DecisionPoint` per non-empty batch,
-sampled after its last complete message.
+(``F_LAST``), and emits one :class:`~actors.core.views.DecisionPoint` per batch that ends with
+a complete message (a batch cut mid-message gets none: the book is not consistent there).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ class SymbolEngine:
         self.events = 0
         self.rejected_batches = 0
         self.quarantines = 0
+        self._in_snapshot = False
 
     # ------------------------------------------------------------------------------------------
     def on_batch(self, rows: np.ndarray, wall_init_ns: int = 0) -> SymbolUpdate:
@@ -95,7 +96,7 @@ class SymbolEngine:
         trades: list[TradePrint] = []
         book = self.book
         flow = self.flow
-        in_snapshot = False
+        in_snapshot = self._in_snapshot
         for ts_event, ts_init, seq, kind, side, price, size, flags in rows.tolist():
             if seq < book.last_seq and kind != SNAPSHOT:
                 reason = reason or f"seq must be non-decreasing, was {seq} after {book.last_seq}"
@@ -106,8 +107,10 @@ class SymbolEngine:
                 book.clear()
             else:
                 if kind == SNAPSHOT and not in_snapshot:
+                    # a resync: whatever broke the book before this snapshot no longer applies
                     book.clear()
                     in_snapshot = True
+                    reason = ""
                     self.quarantined = False
                     self.quarantine_reason = ""
                 book.set_level(side, price, size)
@@ -128,6 +131,7 @@ class SymbolEngine:
                     pa,
                     book.asks.get(pa, 0.0) if pa is not None else 0.0,
                 )
+        self._in_snapshot = in_snapshot  # a snapshot may span batches
         self.events += n
         if reason and not self.quarantined:
             self.quarantined = True
@@ -136,8 +140,11 @@ class SymbolEngine:
         bp, bs, ap, asz = book.top(max(self.levels_out, self.features.imbalance_levels))
         decision = None
         last = rows[-1]
-        vec = compute_features(self.features, flow, bp, bs, ap, asz)
-        flow.reset()
+        # sample only where the book is consistent: after a complete message
+        complete = bool(last["flags"] & F_LAST)
+        vec = compute_features(self.features, flow, bp, bs, ap, asz) if complete else None
+        if complete:
+            flow.reset()
         if vec is not None:
             self.decisions += 1
             mid = self.instrument.ticks_to_float((bp[0] + ap[0]) / 2.0)

@@ -41,7 +41,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "rv_bps",
     "log_events",
 )
-FEATURE_SPEC_VERSION = 1
+FEATURE_SPEC_VERSION = 2
 FEATURE_SPEC_HASH: str = hashlib.sha256(
     f"v{FEATURE_SPEC_VERSION}:{','.join(FEATURE_NAMES)}".encode()
 ).hexdigest()[:12]
@@ -117,7 +117,7 @@ class FeatureState:
     def __init__(self, window: int, imbalance_levels: int) -> None:
         self.window = window
         self.imbalance_levels = imbalance_levels
-        self.mids: deque[float] = deque(maxlen=6)
+        self.mids: deque[float] = deque(maxlen=5)  # the 5 previous decision points' mids
         self.returns: deque[float] = deque(maxlen=window)
         self.vectors: deque[np.ndarray] = deque(maxlen=window)
 
@@ -158,7 +158,7 @@ def compute_features(
     n = state.imbalance_levels
     prev = state.mids[-1] if state.mids else mid
     ret1 = math.log(mid / prev) * 1e4
-    ret5 = math.log(mid / state.mids[0]) * 1e4 if len(state.mids) == 6 else 0.0
+    ret5 = math.log(mid / state.mids[0]) * 1e4 if len(state.mids) == 5 else 0.0
     state.mids.append(mid)
     state.returns.append(ret1)
     rv = math.sqrt(sum(r * r for r in state.returns) / len(state.returns))

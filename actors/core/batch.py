@@ -96,10 +96,14 @@ def validate_rows(data: object, symbol: str = "") -> np.ndarray:
         missing = [n for n in MD_DTYPE.names if n not in names]
         if missing:
             raise BatchError(f"{where}.dtype", f"have columns {list(MD_DTYPE.names)}", missing)
-        try:
-            data = data.astype(MD_DTYPE, casting="same_kind")
-        except TypeError as exc:
-            raise BatchError(f"{where}.dtype", "castable to MD_DTYPE", str(data.dtype)) from exc
+        # copy column by column, by name (a structured astype would match fields by position)
+        out = np.empty(data.shape, dtype=MD_DTYPE)
+        for name in MD_DTYPE.names:
+            col = data[name]
+            if not np.can_cast(col.dtype, MD_DTYPE[name], casting="same_kind"):
+                raise BatchError(f"{where}.{name}", f"castable to {MD_DTYPE[name]}", str(col.dtype))
+            out[name] = col
+        data = out
     if data.ndim != 1:
         raise BatchError(f"{where}.shape", "1-dimensional", data.shape)
     if len(data) == 0:

@@ -11,7 +11,8 @@ Paper matching rules:
   (consumption is tracked per symbol and view ``(seq, ts_event, ts_init)``).
 * A resting order joins the back of the queue: ``queue_ahead`` is the displayed size at its
   price on arrival. Each later view's trades at its price (aggressor on the other side) first
-  eat ``queue_ahead``, then fill it (maker); a trade through its price fills it fully; an
+  eat ``queue_ahead``, then fill it (maker); a trade through its price fills it up to the
+  trade's size (shared, in arrival order, by our resting orders it went through); an
   opposite touch that crosses its price fills it at its price, up to the crossing size.
   ``queue_ahead`` never exceeds the size displayed at its price.
 
@@ -275,7 +276,8 @@ class PaperVenue:
                     else trade.price_ticks > r.price_ticks
                 )
                 if through:
-                    fill = r.leaves_lots
+                    fill = min(r.leaves_lots, avail)  # a print fills no more than its size
+                    avail -= fill
                 elif trade.price_ticks == r.price_ticks:
                     eaten = min(r.queue_ahead_lots, avail)
                     r.queue_ahead_lots -= eaten

@@ -58,9 +58,8 @@ class FeedActor:
             self.sim = self._start()
         target = self.sim_now + self.step_ns
         if not self.replay:
-            # live: sim time runs at `speed` x wall time from the session start
-            speed = self.cfg.feed.speed
-            due_wall = self.wall_start_ns + (target - self.start_ns) / speed
+            # live: the simulated exchange runs on the wall clock from the first batch
+            due_wall = self.wall_start_ns + (target - self.start_ns)
             delay = (due_wall - time.time_ns()) / 1e9
             if delay > 0:
                 await asyncio.sleep(delay)

@@ -39,6 +39,7 @@ from actors.core.messages import (
     OrderSide,
     OrderType,
     SubmitOrder,
+    TimeInForce,
     TradingStateChanged,
 )
 from actors.core.views import BookView
@@ -64,6 +65,7 @@ class DenyReason(StrEnum):
     BOOK_STALE = "BOOK_STALE"
     BOOK_MISSING = "BOOK_MISSING"
     DUPLICATE_CLIENT_ORDER_ID = "DUPLICATE_CLIENT_ORDER_ID"
+    INVALID_ORDER = "INVALID_ORDER"
 
 
 class TradingState(StrEnum):
@@ -78,6 +80,10 @@ class TradingState(StrEnum):
 REASON_DAILY_LOSS_LIMIT = "DAILY_LOSS_LIMIT"
 REASON_REARMED = "REARMED"
 _EXEC_DUPLICATE = "DUPLICATE_CLIENT_ORDER_ID"  # execution's OrderError reason
+# execution's OrderError reasons for a submit it refused outright: the order never worked
+_EXEC_NEVER_OPENED = frozenset(
+    {_EXEC_DUPLICATE, "INVALID_COMMAND", "UNKNOWN_COMMAND", "SYMBOL_MISMATCH"}
+)
 
 
 @dataclass(slots=True)
@@ -91,6 +97,28 @@ class _Working:
 class _Bucket:
     tokens: float
     last_ns: int
+
+
+def _sweep_notional(inst: Instrument, book: BookView, side: OrderSide, qty_lots: int) -> float:
+    """Notional of a market order that sweeps the opposite levels of ``book`` for ``qty_lots``.
+
+    Quantity beyond the visible depth is priced at the worst visible level: the paper venue
+    cannot fill beyond the view (it cancels the rest as ``NO_LIQUIDITY``); a live venue could
+    fill worse, which is why live strategies should send limit orders.
+    """
+    if side is OrderSide.BUY:
+        prices, sizes = book.ask_ticks, book.ask_sizes
+    else:
+        prices, sizes = book.bid_ticks, book.bid_sizes
+    lot = float(inst.lot_size)
+    left, notional = qty_lots, 0.0
+    for px, size in zip(prices, sizes, strict=True):
+        take = min(left, int(round(size / lot)))
+        notional += inst.notional(px, take)
+        left -= take
+        if left <= 0:
+            return notional
+    return notional + inst.notional(prices[-1], left)
 
 
 class RiskEngine:
@@ -194,6 +222,15 @@ class RiskEngine:
             return DenyReason.DUPLICATE_CLIENT_ORDER_ID, (
                 f"client_order_id {cmd.client_order_id!r} is still working"
             )
+        try:
+            OrderSide(cmd.side)
+            OrderType(cmd.order_type)
+            TimeInForce(cmd.tif)
+        except ValueError:
+            return DenyReason.INVALID_ORDER, (
+                f"side, order_type and tif must be known values, were "
+                f"{cmd.side!r}, {cmd.order_type!r}, {cmd.tif!r}"
+            )
         inst = self._instruments.get(cmd.symbol)
         if inst is None:
             return DenyReason.INSTRUMENT_UNKNOWN, f"symbol {cmd.symbol!r} not configured"
@@ -240,7 +277,10 @@ class RiskEngine:
                     f"no {'ask' if side is OrderSide.BUY else 'bid'} to price a market order"
                 )
         assert px is not None
-        notional = inst.notional(px, cmd.qty_lots)
+        if is_limit:
+            notional = inst.notional(px, cmd.qty_lots)
+        else:
+            notional = _sweep_notional(inst, book, side, cmd.qty_lots)
         if notional > self._max_notional:
             return DenyReason.NOTIONAL_EXCEEDS_MAX_PER_ORDER, (
                 f"notional {notional} > max {self._max_notional}"
@@ -293,7 +333,7 @@ class RiskEngine:
                 self._portfolio.mark(ev.symbol, mark)
             return self._check_loss()
         closed = isinstance(ev, OrderCanceled | OrderRejected | OrderExpired | OrderDenied)
-        duplicate = isinstance(ev, OrderError) and ev.reason == _EXEC_DUPLICATE
+        duplicate = isinstance(ev, OrderError) and ev.reason in _EXEC_NEVER_OPENED
         if closed or duplicate:
             self._working.pop(ev.client_order_id, None)
         return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 
 import numpy as np
@@ -167,3 +168,40 @@ def test_clear_empties_the_book() -> None:
     eng.on_batch(snapshot([(100, 1.0)], [(101, 1.0)]))
     upd = eng.on_batch(make_rows([(CLEAR, 0, 0, 0.0, F_LAST)], start_seq=2))
     assert upd.view.bid_ticks == () and upd.decision is None
+
+
+def test_snapshot_later_in_the_same_batch_clears_the_quarantine() -> None:
+    eng = engine(window=2)
+    eng.on_batch(snapshot([(100, 1.0)], [(101, 1.0)]))
+    crossing = make_rows([(DELTA, BID, 102, 1.0, F_LAST)], start_seq=2)
+    resync = snapshot([(100, 2.0)], [(101, 2.0)])
+    resync["seq"] = 3
+    upd = eng.on_batch(np.concatenate([crossing, resync]))
+    assert upd.errors == ()
+    assert not upd.view.quarantined and upd.quarantine_reason == ""
+    assert upd.view.bid_sizes == (2.0,)
+
+
+def test_snapshot_split_across_batches_is_applied_whole() -> None:
+    eng = engine()
+    eng.on_batch(snapshot([(90, 1.0)], [(95, 1.0)]))
+    snap = snapshot([(100, 1.0), (99, 1.0)], [(101, 1.0), (102, 1.0)])
+    first = eng.on_batch(snap[:2])  # the bids, no F_LAST yet
+    assert first.decision is None
+    upd = eng.on_batch(snap[2:])
+    assert upd.view.bid_ticks == (100, 99) and upd.view.ask_ticks == (101, 102)
+    assert upd.decision is not None
+
+
+def test_five_step_return_uses_the_mid_five_decisions_back() -> None:
+    eng = engine(window=8)
+    eng.on_batch(snapshot([(100, 1.0)], [(102, 1.0)]))  # mid 101
+    mids, ask, seq = [101.0], 102, 2
+    for _ in range(6):  # move the ask up one tick per decision
+        rows = make_rows([(DELTA, ASK, ask, 0.0, 0), (DELTA, ASK, ask + 1, 1.0, F_LAST)], seq)
+        upd = eng.on_batch(rows)
+        ask, seq = ask + 1, seq + 2
+        mids.append((100 + ask) / 2)
+    f = dict(zip(FEATURE_NAMES, upd.decision.features.tolist(), strict=True))
+    assert abs(f["ret_5_bps"] - math.log(mids[-1] / mids[-6]) * 1e4) < 1e-2
+    assert abs(f["ret_1_bps"] - math.log(mids[-1] / mids[-2]) * 1e4) < 1e-2

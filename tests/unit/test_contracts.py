@@ -120,3 +120,11 @@ def test_messages_are_immutable_and_serialise_to_plain_records() -> None:
     assert rec["type"] == "SubmitOrder" and rec["side"] == "BUY" and rec["tif"] == "GTC"
     with pytest.raises(AttributeError):
         cmd.qty_lots = 5  # type: ignore[misc]
+
+
+def test_batch_columns_in_another_order_are_matched_by_name() -> None:
+    fields = [(n, MD_DTYPE[n]) for n in ("ts_init", "ts_event", *MD_DTYPE.names[2:])]
+    r = np.zeros(1, dtype=fields)
+    r["ts_event"], r["ts_init"], r["seq"], r["price"], r["size"] = 111, 222, 1, 100, 1.0
+    out = validate_rows(r)
+    assert (out["ts_event"][0], out["ts_init"][0]) == (111, 222)

@@ -163,7 +163,7 @@ def test_resting_order_filled_by_trades_after_queue_ahead_is_consumed() -> None:
         (3, 1000, LiquiditySide.MAKER)
     ]
     # a sell trade through our price fills the rest
-    v4 = lots_book(bids=[(998, 1)], asks=[(1002, 5)], seq=5, trades=[trade(999, 1, "SELL")])
+    v4 = lots_book(bids=[(998, 1)], asks=[(1002, 5)], seq=5, trades=[trade(999, 2, "SELL")])
     fills = of(eng.execute([], books(v4)), OrderFilled)
     assert [(f.last_qty_lots, f.last_px_ticks) for f in fills] == [(2, 1000)]
     assert eng.order("r1").status is OrderStatus.FILLED  # type: ignore[union-attr]
@@ -511,3 +511,13 @@ def test_property_positions_reconcile_with_fills_and_histories_are_legal(
             assert live.filled_lots in (0, live.qty_lots)
         if live.tif is not TimeInForce.GTC or live.order_type.value == "MARKET":
             assert live.is_closed
+
+
+def test_a_trade_through_fills_resting_orders_no_more_than_its_size() -> None:
+    eng, _ = make_engine()
+    v0 = lots_book(bids=[(1000, 7)], asks=[(1002, 5)], seq=1)
+    eng.execute([submit("a", BUY, qty=50, price=1000), submit("b", BUY, qty=50, price=1000)],
+                books(v0))
+    v1 = lots_book(bids=[(998, 1)], asks=[(1002, 5)], seq=2, trades=[trade(999, 1, "SELL")])
+    fills = of(eng.execute([], books(v1)), OrderFilled)
+    assert [(f.client_order_id, f.last_qty_lots) for f in fills] == [("a", 1)]

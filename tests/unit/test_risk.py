@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -348,3 +349,28 @@ def test_property_risk_limits_hold_for_any_sequence(actions: list[tuple]) -> Non
         for j in range(i, len(approved_at)):
             window_s = (approved_at[j] - approved_at[i]) / 1e9
             assert j - i + 1 <= BURST + RATE * window_s + 1e-9
+
+
+def test_risk_prices_a_market_order_at_the_levels_it_would_sweep() -> None:
+    risk, _clock = make_risk(max_notional_per_order=1_000.0)
+    sweep = lots_book(asks=[(1000, 1), (2000, 50)], bids=[(999, 5)])
+    # priced at the touch, 9,000 lots (9 units) would cost 900; sweeping the asks costs ~1,800
+    cmd = submit("m1", BUY, qty=9_000, price=None)
+    denied = risk.check(cmd, sweep)
+    assert denied is not None and denied.reason == "NOTIONAL_EXCEEDS_MAX_PER_ORDER"
+
+
+def test_risk_denies_unknown_enum_values_instead_of_crashing() -> None:
+    risk, _clock = make_risk()
+    cmd = dataclasses.replace(submit("x1", BUY, qty=1, price=PX), tif="DAY")
+    denied = risk.check(cmd, book())
+    assert denied is not None and denied.reason == "INVALID_ORDER" and "'DAY'" in denied.detail
+
+
+def test_working_lots_are_released_when_execution_refuses_the_submit() -> None:
+    risk, _clock = make_risk()
+    assert risk.check(submit("w1", BUY, qty=60, price=PX), book()) is None
+    assert risk.working_lots(SYMBOL, BUY) == 60
+    risk.on_event(OrderError(ts_event=T0, ts_init=T0, client_order_id="w1", symbol=SYMBOL,
+                             reason="INVALID_COMMAND"))
+    assert risk.working_lots(SYMBOL, BUY) == 0
