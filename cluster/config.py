@@ -184,15 +184,6 @@ class JournalConfig(Strict):
     fsync: bool = Field(True, description="fsync after every appended batch of records.")
 
 
-class ServiceConfig(Strict):
-    postgres_dsn: str = Field(
-        "postgresql://postgres@127.0.0.1:5432/test", description="Audit sink (RAYDESK_PG_DSN)."
-    )
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Cache (RAYDESK_REDIS_URL).")
-    use_postgres: bool = Field(False, description="Write the audit trail to Postgres too.")
-    use_redis: bool = Field(False, description="Publish signals and positions to Redis.")
-
-
 class RayConfig(Strict):
     address: str | None = Field(
         None, description="Existing cluster to join; RAY_ADDRESS overrides; None = local."
@@ -241,7 +232,6 @@ class RaydeskConfig(Strict):
     risk: RiskConfig = RiskConfig()
     execution: ExecutionConfig = ExecutionConfig()
     journal: JournalConfig = JournalConfig()
-    services: ServiceConfig = ServiceConfig()
 
     @model_validator(mode="after")
     def _unique_symbols(self) -> RaydeskConfig:
