@@ -136,6 +136,45 @@ def run(
     print(json.dumps(summary, indent=2))
 
 
+@app.command("replay")
+def replay_cmd(
+    fmt: Annotated[str, typer.Option("--format", help="binance | sim")] = "binance",
+    data: Annotated[
+        list[Path] | None,
+        typer.Option("--data", help="Recording file(s) of one session, in order."),
+    ] = None,
+    book_out: Annotated[
+        Path | None, typer.Option("--book-out", help="Write the final books here as JSON.")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Simulated seconds (--format sim).")
+    ] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+) -> None:
+    """Replay recorded market data through the SymbolActors; optionally write the books."""
+    from cluster.replay import FORMATS, replay
+
+    cfg = _load(config)
+    paths = list(data or [])
+    if fmt not in FORMATS:
+        err.print(f"error: --format must be one of {list(FORMATS)}, was {fmt!r}", markup=False)
+        raise typer.Exit(2)
+    if fmt != "sim" and not paths:
+        err.print(f"error: --data must name at least one file for --format {fmt}, was none",
+                  markup=False)
+        raise typer.Exit(2)
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        err.print(f"error: --data must name readable files, was {missing}", markup=False)
+        raise typer.Exit(2)
+    try:
+        summary = replay(cfg, fmt, paths, book_out, duration)
+    except ValueError as exc:  # ValidationError from a loader: names field, rule and value
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    print(json.dumps(summary, indent=2))
+
+
 @config_app.command("validate")
 def config_validate(path: Annotated[Path, typer.Argument(help="YAML config to check.")]) -> None:
     """Validate a config file; exit non-zero naming each bad field, rule and value."""
