@@ -24,6 +24,7 @@ from cluster.config import RaydeskConfig
 
 FORMATS = ("binance", "sim")
 MAX_IN_FLIGHT = 64
+SIM_REPLAY_CHUNK_NS = 10_000_000_000
 
 
 def _size_str(size: float) -> str:
@@ -54,7 +55,7 @@ def _sim_batches(cfg: RaydeskConfig, duration_s: float) -> Iterator[tuple[Instru
     prices = {ic.symbol: ins[ic.symbol].price_to_ticks(ic.initial_price) for ic in cfg.instruments}
     start = 1_700_000_000_000_000_000
     sim = MarketSimulator(cfg.simulator, list(ins.values()), prices, start)
-    step = int(cfg.feed.batch_interval_ms * 1e6)
+    step = SIM_REPLAY_CHUNK_NS  # replay has no decision points: big batches, few calls
     t = start
     while t < start + int(duration_s * 1e9):
         t += step

@@ -48,15 +48,71 @@ def bench_simulator(cfg: RaydeskConfig, seconds: float = 600.0) -> dict[str, Any
     }
 
 
+def _kernel_deltas_per_s(rows_by_symbol: dict[str, np.ndarray]) -> tuple[int, float]:
+    """Apply every book row (deltas and snapshots) to a bare L2Book, one core; return n, s."""
+    from actors.book.book import L2Book
+    from actors.core.batch import TRADE
+
+    total, wall = 0, 0.0
+    for r in rows_by_symbol.values():
+        book_rows = r[r["kind"] != TRADE]
+        sides = book_rows["side"].tolist()
+        prices = book_rows["price"].tolist()
+        sizes = book_rows["size"].tolist()
+        book = L2Book()
+        apply = book.set_level
+        t0 = time.perf_counter()
+        for side, price, size in zip(sides, prices, sizes, strict=True):
+            apply(side, price, size)
+        wall += time.perf_counter() - t0
+        total += len(sides)
+    return total, wall
+
+
+def _real_binance_rows() -> dict[str, np.ndarray] | None:
+    from pathlib import Path
+
+    from actors.feed.binance import read_session
+
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance_ws_hftbacktest"
+    if not root.exists():
+        return None
+    out: dict[str, list[np.ndarray]] = {}
+    sessions = [["usdm/btcusdt_20240718.gz", "usdm/btcusdt_20240719.gz"],
+                ["usdm/ethusdt_20240718.gz", "usdm/ethusdt_20240719.gz"],
+                ["usdm/btcusdt_20240808.gz"], ["usdm/ethusdt_20240808.gz"],
+                ["spot/btcusdt_20240808.gz", "spot/btcusdt_20240809.gz"],
+                ["spot/ethusdt_20240808.gz", "spot/ethusdt_20240809.gz"]]
+    for k, files in enumerate(sessions):
+        for sym, item, _sync in read_session([root / f for f in files], tickers=False):
+            out.setdefault(f"{k}:{sym}", []).append(item)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
 def bench_book(cfg: RaydeskConfig, seconds: float = 600.0) -> dict[str, Any]:
-    """SymbolEngine throughput: rows applied (book + integrity + features) per second."""
+    """Book throughput at three depths: bare kernel, SymbolEngine, and through SymbolActors.
+
+    * ``kernel_deltas_per_s``: ``L2Book.set_level`` alone, one core, on every book row of the
+      six recorded Binance sessions (simulator rows when ../shared/data is absent).
+    * ``engine_rows_per_s`` / ``engine_batches_per_s``: ``SymbolEngine.on_batch`` (validation,
+      book, integrity, one feature vector per batch) on simulator data cut into the live
+      100 ms micro-batches.
+    * ``actor_deltas_per_s``: the same simulator rows sent from the driver through one
+      SymbolActor per symbol on local Ray, to an end-of-stream barrier (``raydesk replay
+      --format sim``).
+    """
     from actors.book.engine import SymbolEngine
     from actors.core.clock import SimClock
+    from cluster.replay import replay
+
+    real = _real_binance_rows()
+    kernel_src = "binance (6 recorded sessions)" if real is not None else "simulator"
+    n_kernel, w_kernel = _kernel_deltas_per_s(real if real is not None else _sim_rows(cfg, seconds))
 
     rows = _sim_rows(cfg, seconds)
     ins = cfg.instrument_map()
     step = int(cfg.feed.batch_interval_ms * 1e6)
-    total, wall = 0, 0.0
+    total, wall, decisions = 0, 0.0, 0
     for sym, r in rows.items():
         eng = SymbolEngine(ins[sym], cfg.book, cfg.features, SimClock())
         # cut into the same micro-batches the live pipeline uses
@@ -65,15 +121,21 @@ def bench_book(cfg: RaydeskConfig, seconds: float = 600.0) -> dict[str, Any]:
         chunks = [c for c in np.split(r, edges[1:]) if len(c)]
         t0 = time.perf_counter()
         for c in chunks:
-            eng.on_batch(c)
+            decisions += eng.on_batch(c).decision is not None
         wall += time.perf_counter() - t0
         total += len(r)
+    actor = replay(cfg.with_overrides(run={"progress": False}), "sim", [], duration_s=seconds)
     return {
         "name": "book",
-        "rows": total,
-        "wall_s": round(wall, 3),
-        "rows_per_s": round(total / wall),
-        "ns_per_row": round(wall / total * 1e9, 1),
+        "kernel_source": kernel_src,
+        "kernel_deltas": n_kernel,
+        "kernel_deltas_per_s": round(n_kernel / w_kernel),
+        "engine_rows": total,
+        "engine_rows_per_s": round(total / wall),
+        "engine_ns_per_row": round(wall / total * 1e9, 1),
+        "engine_batches_per_s": round(decisions / wall),
+        "actor_symbols": len(actor["symbols"]),
+        "actor_deltas_per_s": actor["rows_per_s"],
         "machine": _machine(),
     }
 
