@@ -8,9 +8,10 @@ the owning :class:`~actors.book.engine.SymbolEngine`, which quarantines the symb
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 from typing import Any
 
-from actors.core.batch import BID
+from actors.core.batch import BID, F_LAST, SNAPSHOT, TRADE
 
 
 class L2Book:
@@ -103,3 +104,23 @@ class L2Book:
         book.ts_event = int(image["ts_event"])
         book.ts_init = int(image["ts_init"])
         return book
+
+
+def apply_rows(book: L2Book, rows: Any) -> Iterator[int]:
+    """Apply ``MD_DTYPE`` rows to ``book``; yield the ``seq`` at each book message's end.
+
+    The plain reference path (no integrity checks, no features) that tests and tools use to
+    rebuild a book from a loader's rows: snapshot rows replace the book, trades are skipped.
+    """
+    in_snapshot = False
+    for _te, _ti, seq, kind, side, price, size, flags in rows.tolist():
+        if kind == SNAPSHOT and not in_snapshot:
+            book.clear()
+            in_snapshot = True
+        if kind != TRADE:
+            book.set_level(side, price, size)
+        book.last_seq = seq
+        if flags & F_LAST:
+            in_snapshot = False
+            if kind != TRADE:
+                yield seq

@@ -13,8 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from actors.book.book import L2Book
-from actors.core.batch import F_LAST, SNAPSHOT, TRADE
+from actors.book.book import L2Book, apply_rows
 from actors.feed.binance import BookTicker, read_session
 from tests.conftest import SHARED_DATA
 
@@ -47,18 +46,9 @@ def test_book_is_exact_at_every_ticker_on_a_diff_boundary(session: str) -> None:
         if isinstance(item, BookTicker):
             tickers.append(item)
             continue
-        in_snapshot = False
-        for _te, _ti, seq, kind, side, px, size, flags in item.tolist():
-            if kind == SNAPSHOT and not in_snapshot:
-                book.clear()
-                in_snapshot = True
-            if kind != TRADE:
-                book.set_level(side, px, size)
-            if flags & F_LAST:
-                in_snapshot = False
-                if kind != TRADE:
-                    assert not book.crossed, f"crossed at update {seq}"
-                    at_update[seq] = _top(book)
+        for seq in apply_rows(book, item):
+            assert not book.crossed, f"crossed at update {seq}"
+            at_update[seq] = _top(book)
 
     assert sync is not None and sync.stats.gaps == 0 and sync.stats.snapshots == 1
     assert sync.stats.applied > 3_000
@@ -90,16 +80,8 @@ def test_replay_through_symbol_actors_writes_the_exact_final_books(ray_cluster, 
     for sym, item, sync in read_session(files, tickers=False):
         book = books.setdefault(sym, L2Book())
         instruments[sym] = sync.instrument
-        in_snapshot = False
-        for _te, _ti, seq, kind, side, px, size, flags in item.tolist():
-            if kind == SNAPSHOT and not in_snapshot:
-                book.clear()
-                in_snapshot = True
-            if kind != TRADE:
-                book.set_level(side, px, size)
-            if flags & F_LAST:
-                in_snapshot = False
-            book.last_seq = seq
+        for _seq in apply_rows(book, item):
+            pass
     expected = {s: book_json(instruments[s], b.snapshot()) for s, b in sorted(books.items())}
 
     written = json.loads(out.read_text())
