@@ -89,6 +89,39 @@ def _real_binance_rows() -> dict[str, np.ndarray] | None:
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+def _memory_per_symbol(
+    cfg: RaydeskConfig, real: dict[str, np.ndarray] | None, sim: dict[str, np.ndarray]
+) -> dict[str, int]:
+    """Bytes held by one SymbolEngine (book + feature state) after a whole session (tracemalloc).
+
+    ``sim``: the largest simulator symbol; ``binance_max``: the deepest recorded Binance book.
+    """
+    import tracemalloc
+    from decimal import Decimal
+
+    from actors.book.engine import SymbolEngine
+    from actors.core.clock import SimClock
+    from actors.core.instruments import Instrument
+
+    def held(rows: np.ndarray, ins: Instrument) -> int:
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        eng = SymbolEngine(ins, cfg.book, cfg.features, SimClock())
+        for i in range(0, len(rows), 20_000):
+            eng.on_batch(rows[i : i + 20_000])
+        size = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        del eng
+        return size
+
+    ins = cfg.instrument_map()
+    out = {"sim": max(held(r, ins[s]) for s, r in sim.items())}
+    if real is not None:
+        tiny = Instrument("X", Decimal("0.00000001"), Decimal("0.00000001"))
+        out["binance_max"] = max(held(r, tiny) for r in real.values())
+    return out
+
+
 def bench_book(cfg: RaydeskConfig, seconds: float = 600.0) -> dict[str, Any]:
     """Book throughput at three depths: bare kernel, SymbolEngine, and through SymbolActors.
 
@@ -124,6 +157,7 @@ def bench_book(cfg: RaydeskConfig, seconds: float = 600.0) -> dict[str, Any]:
             decisions += eng.on_batch(c).decision is not None
         wall += time.perf_counter() - t0
         total += len(r)
+    mem = _memory_per_symbol(cfg, real, rows)
     actor = replay(cfg.with_overrides(run={"progress": False}), "sim", [], duration_s=seconds)
     return {
         "name": "book",
@@ -134,6 +168,7 @@ def bench_book(cfg: RaydeskConfig, seconds: float = 600.0) -> dict[str, Any]:
         "engine_rows_per_s": round(total / wall),
         "engine_ns_per_row": round(wall / total * 1e9, 1),
         "engine_batches_per_s": round(decisions / wall),
+        "memory_per_symbol_bytes": mem,
         "actor_symbols": len(actor["symbols"]),
         "actor_deltas_per_s": actor["rows_per_s"],
         "machine": _machine(),
