@@ -52,9 +52,7 @@ def _progress_table(st: Any, replay: bool) -> Table:
     t = Table(title="raydesk run" + (" --replay" if replay else ""), show_header=False)
     t.add_column(style="cyan")
     t.add_column(justify="right")
-    lat = st.latencies_ms[-2000:]
-    p50 = st.percentile(lat, 50)
-    p99 = st.percentile(lat, 99)
+    p50, p99 = st.recent_latency()
     rows = [
         ("sim time s", f"{(st.sim_now_ns - st.sim_start_ns) / 1e9:,.1f}"),
         ("wall s", f"{wall:,.1f}"),
@@ -121,11 +119,11 @@ def run(
             if now - last[0] >= 5:
                 last[0] = now
                 wall = max(now - st.wall_start, 1e-9)
-                lat = st.latencies_ms[-2000:]
+                p50, p99 = st.recent_latency()
                 err.print(
                     f"events={st.events} events/s={st.events / wall:.0f} orders={st.orders} "
                     f"fills={st.fills} denials={sum(st.denials.values())} pnl={st.pnl:.2f} "
-                    f"tick-to-order p50/p99 ms={st.percentile(lat, 50)}/{st.percentile(lat, 99)}",
+                    f"tick-to-order p50/p99 ms={p50}/{p99}",
                     markup=False, highlight=False,
                 )
 

@@ -245,6 +245,12 @@ class RaydeskConfig(Strict):
     def instrument_map(self) -> dict[str, Instrument]:
         return {i.symbol: i.to_instrument() for i in self.instruments}
 
+    def initial_prices_ticks(self) -> dict[str, int]:
+        """Return the simulator's starting mid per symbol, in integer ticks."""
+        return {
+            i.symbol: i.to_instrument().price_to_ticks(i.initial_price) for i in self.instruments
+        }
+
     def with_overrides(self, **sections: dict[str, Any]) -> RaydeskConfig:
         """Return a validated copy with some fields of some sections replaced."""
         data = self.model_dump(mode="json")

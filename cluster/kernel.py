@@ -22,22 +22,24 @@ the moment its batch entered the system (``wall_init_ns``, replay) to the order'
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from actors.book.engine import SymbolUpdate, feature_hash
-from actors.core.messages import DecisionMade, OrderAccepted, OrderDenied, OrderFilled
+from actors.core.messages import DecisionMade, OrderAccepted, OrderError, OrderFilled
 from actors.strategy.engine import StrategyEngine
 from cluster.config import RaydeskConfig
 from cluster.metrics import Metrics
 from serve.ensemble import FALLBACK_PROBS
 
 REPLAY_SAFETY_TIMEOUT_MS = 60_000.0
+SAMPLE_WINDOW = 100_000  # latest samples kept per latency series (percentiles are over these)
 
 
 @dataclass
@@ -49,24 +51,35 @@ class RunStats:
     decisions: int = 0
     orders: int = 0
     fills: int = 0
+    accepted: int = 0
     denials: Counter = field(default_factory=Counter)
     order_errors: Counter = field(default_factory=Counter)
     fallbacks: Counter = field(default_factory=Counter)
     bad_batches: int = 0
     quarantines: int = 0
     journal_records: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
-    sim_latencies_ms: list[float] = field(default_factory=list)
-    inference_ms: list[float] = field(default_factory=list)
-    stage_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    # bounded sample windows, so that a long live run does not grow without limit
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLE_WINDOW))
+    sim_latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLE_WINDOW))
+    inference_ms: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLE_WINDOW))
+    stage_ms: dict[str, deque[float]] = field(
+        default_factory=lambda: defaultdict(lambda: deque(maxlen=SAMPLE_WINDOW))
+    )
     pnl: float = 0.0
     trading_state: str = "ACTIVE"
     models: dict[str, str] = field(default_factory=dict)
     wall_start: float = field(default_factory=time.perf_counter)
+    wall_end: float = 0.0  # set when the loop stops (before teardown)
     sim_start_ns: int = 0
     sim_now_ns: int = 0
 
-    def percentile(self, values: list[float], q: float) -> float | None:
+    def recent_latency(self, n: int = 2_000) -> tuple[float | None, float | None]:
+        """p50 and p99 of the last ``n`` tick-to-order latencies (for progress displays)."""
+        recent = list(itertools.islice(reversed(self.latencies_ms), n))
+        return self.percentile(recent, 50), self.percentile(recent, 99)
+
+    def percentile(self, values: Iterable[float], q: float) -> float | None:
+        values = list(values)
         return round(float(np.percentile(values, q)), 3) if values else None
 
 
@@ -90,9 +103,10 @@ class TradingKernel:
         self._pending_journal: list[Any] = []
 
     # ------------------------------------------------------------------------------------------
-    async def _predict(self, dps: list[Any]) -> tuple[np.ndarray, dict[str, str], bool, float]:
+    async def _predict(self, dps: list[Any]) -> tuple[np.ndarray, dict[str, str], float]:
+        """Return combined probabilities, model versions and the round trip in ms."""
         if not dps:
-            return np.zeros((0, 3)), {}, False, 0.0
+            return np.zeros((0, 3)), {}, 0.0
         # Live, a late prediction is worthless: the deadline gives the fallback. On replay the
         # wall clock must not change decisions, so the deadline is only a safety timeout.
         deadline_ms = REPLAY_SAFETY_TIMEOUT_MS if self.replay else self.cfg.models.deadline_ms
@@ -109,13 +123,13 @@ class TradingKernel:
         except TimeoutError:
             self.stats.fallbacks["DEADLINE"] += len(dps)
             self.metrics.inc("raydesk_inference_fallbacks", len(dps), reason="DEADLINE")
-            return np.tile(FALLBACK_PROBS, (len(dps), 1)), {}, True, deadline_s * 1e3
+            return np.tile(FALLBACK_PROBS, (len(dps), 1)), {}, deadline_s * 1e3
         ms = (time.perf_counter() - t0) * 1e3
         self.metrics.observe("raydesk_pipeline_inference_ms", ms)
         if resp.get("fallback"):
             self.stats.fallbacks["SERVE_FALLBACK"] += len(dps)
             self.metrics.inc("raydesk_inference_fallbacks", len(dps), reason="SERVE")
-        return np.asarray(resp["probs"], dtype=np.float64), dict(resp["models"]), False, ms
+        return np.asarray(resp["probs"], dtype=np.float64), dict(resp["models"]), ms
 
     async def step(self) -> None:
         """Run one micro-batch interval through the whole topology."""
@@ -140,7 +154,7 @@ class TradingKernel:
             if u.decision is not None:
                 dps.append(u.decision)
         valid = [d for d in dps if d.valid]
-        probs, models, _fallback, inf_ms = await self._predict(valid)
+        probs, models, inf_ms = await self._predict(valid)
         if models:
             st.models = models
         if valid:
@@ -214,6 +228,7 @@ class TradingKernel:
                 st.fills += 1
                 m.inc("raydesk_fills", symbol=e.symbol)
             elif isinstance(e, OrderAccepted):
+                st.accepted += 1
                 wall = res.accept_wall_ns.get(e.client_order_id)
                 origin = origins.get(e.client_order_id)
                 if wall is not None and origin:
@@ -222,9 +237,7 @@ class TradingKernel:
                     m.observe("raydesk_tick_to_order_ms", ms, symbol=e.symbol)
                 if e.trigger_ts_init:
                     st.sim_latencies_ms.append((e.ts_event - e.trigger_ts_init) / 1e6)
-            elif isinstance(e, OrderDenied):  # pragma: no cover - denials come separately
-                st.denials[e.reason] += 1
-            elif type(e).__name__ == "OrderError":
+            elif isinstance(e, OrderError):
                 st.order_errors[e.reason] += 1
                 m.inc("raydesk_order_errors", reason=e.reason)
         for e in res.state_events:
@@ -264,6 +277,7 @@ class TradingKernel:
         if self._pending_journal:
             await asyncio.gather(*self._pending_journal)
             self._pending_journal.clear()
+        st.wall_end = time.perf_counter()
         if on_progress is not None:
             on_progress(st)
         return st

@@ -52,9 +52,8 @@ def _sim_batches(cfg: RaydeskConfig, duration_s: float) -> Iterator[tuple[Instru
     from actors.feed.simulator import MarketSimulator
 
     ins = cfg.instrument_map()
-    prices = {ic.symbol: ins[ic.symbol].price_to_ticks(ic.initial_price) for ic in cfg.instruments}
     start = 1_700_000_000_000_000_000
-    sim = MarketSimulator(cfg.simulator, list(ins.values()), prices, start)
+    sim = MarketSimulator(cfg.simulator, list(ins.values()), cfg.initial_prices_ticks(), start)
     step = SIM_REPLAY_CHUNK_NS  # replay has no decision points: big batches, few calls
     t = start
     while t < start + int(duration_s * 1e9):

@@ -37,7 +37,7 @@ def summarize(
     replay: bool,
 ) -> dict[str, Any]:
     """Build the summary dict written to ``runs/<run_id>/summary.json``."""
-    wall_s = time.perf_counter() - stats.wall_start
+    wall_s = (stats.wall_end or time.perf_counter()) - stats.wall_start  # the trading loop only
     sim_s = (stats.sim_now_ns - stats.sim_start_ns) / 1e9
     return {
         "run_id": run_id,
@@ -60,7 +60,8 @@ def summarize(
         "latency_ms": {
             "what": "tick-to-order: triggering event ts_init (live) or batch entry (replay) "
             "to acceptance by the execution actor, wall clock",
-            "count": len(stats.latencies_ms),
+            "count": stats.accepted,
+            "window": f"percentiles over the latest {len(stats.latencies_ms)} orders",
             "p50": stats.percentile(stats.latencies_ms, 50),
             "p99": stats.percentile(stats.latencies_ms, 99),
             "max": round(max(stats.latencies_ms), 3) if stats.latencies_ms else None,

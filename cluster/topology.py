@@ -33,7 +33,6 @@ class Topology:
     """Handles to every part of a running topology."""
 
     run_id: str
-    start_ns: int
     feed: Any
     symbols: dict[str, Any]
     risk: Any
@@ -141,7 +140,6 @@ def build_topology(
     actors = created
     return Topology(
         run_id=run_id,
-        start_ns=start_ns,
         feed=feed,
         symbols=symbols,
         risk=risk,

@@ -9,11 +9,24 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cluster.config import RaydeskConfig
+
+# The real recordings beside the project (../shared/data), and its continuous Binance sessions.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BINANCE_DATA = SHARED_DATA / "binance_ws_hftbacktest"
+BINANCE_SESSIONS: dict[str, list[str]] = {
+    "usdm-btc-0718": ["usdm/btcusdt_20240718.gz", "usdm/btcusdt_20240719.gz"],
+    "usdm-eth-0718": ["usdm/ethusdt_20240718.gz", "usdm/ethusdt_20240719.gz"],
+    "usdm-btc-0808": ["usdm/btcusdt_20240808.gz"],
+    "usdm-eth-0808": ["usdm/ethusdt_20240808.gz"],
+    "spot-btc-0808": ["spot/btcusdt_20240808.gz", "spot/btcusdt_20240809.gz"],
+    "spot-eth-0808": ["spot/ethusdt_20240808.gz", "spot/ethusdt_20240809.gz"],
+}
 
 
 def _machine() -> dict[str, Any]:
@@ -26,9 +39,9 @@ def _sim_rows(cfg: RaydeskConfig, seconds: float) -> dict[str, np.ndarray]:
     from actors.feed.simulator import MarketSimulator
 
     ins = cfg.instrument_map()
-    prices = {ic.symbol: ins[ic.symbol].price_to_ticks(ic.initial_price) for ic in cfg.instruments}
-    sim = MarketSimulator(cfg.simulator, list(ins.values()), prices, 1_700_000_000_000_000_000)
-    return sim.advance(1_700_000_000_000_000_000 + int(seconds * 1e9))
+    start = 1_700_000_000_000_000_000
+    sim = MarketSimulator(cfg.simulator, list(ins.values()), cfg.initial_prices_ticks(), start)
+    return sim.advance(start + int(seconds * 1e9))
 
 
 def bench_simulator(cfg: RaydeskConfig, seconds: float = 600.0) -> dict[str, Any]:
@@ -70,22 +83,14 @@ def _kernel_deltas_per_s(rows_by_symbol: dict[str, np.ndarray]) -> tuple[int, fl
 
 
 def _real_binance_rows() -> dict[str, np.ndarray] | None:
-    from pathlib import Path
-
     from actors.feed.binance import read_session
 
-    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance_ws_hftbacktest"
-    if not root.exists():
+    if not BINANCE_DATA.exists():
         return None
     out: dict[str, list[np.ndarray]] = {}
-    sessions = [["usdm/btcusdt_20240718.gz", "usdm/btcusdt_20240719.gz"],
-                ["usdm/ethusdt_20240718.gz", "usdm/ethusdt_20240719.gz"],
-                ["usdm/btcusdt_20240808.gz"], ["usdm/ethusdt_20240808.gz"],
-                ["spot/btcusdt_20240808.gz", "spot/btcusdt_20240809.gz"],
-                ["spot/ethusdt_20240808.gz", "spot/ethusdt_20240809.gz"]]
-    for k, files in enumerate(sessions):
-        for sym, item, _sync in read_session([root / f for f in files], tickers=False):
-            out.setdefault(f"{k}:{sym}", []).append(item)
+    for name, files in BINANCE_SESSIONS.items():
+        for sym, item, _sync in read_session([BINANCE_DATA / f for f in files], tickers=False):
+            out.setdefault(f"{name}:{sym}", []).append(item)
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -139,10 +144,10 @@ def bench_book(cfg: RaydeskConfig, seconds: float = 600.0) -> dict[str, Any]:
     from cluster.replay import replay
 
     real = _real_binance_rows()
-    kernel_src = "binance (6 recorded sessions)" if real is not None else "simulator"
-    n_kernel, w_kernel = _kernel_deltas_per_s(real if real is not None else _sim_rows(cfg, seconds))
-
     rows = _sim_rows(cfg, seconds)
+    kernel_src = "binance (6 recorded sessions)" if real is not None else "simulator"
+    n_kernel, w_kernel = _kernel_deltas_per_s(real if real is not None else rows)
+
     ins = cfg.instrument_map()
     step = int(cfg.feed.batch_interval_ms * 1e6)
     total, wall, decisions = 0, 0.0, 0

@@ -66,6 +66,13 @@ def _check_families(name: str, keys: Any) -> None:
         raise ValueError(f"{name} keys must be in {sorted(FAMILIES)}, was {unknown!r}")
 
 
+def _valid_weights(cls: type, v: dict[str, float]) -> dict[str, float]:
+    """Weights name known families only and have a positive sum (checked, not changed)."""
+    _check_families("weights", v)
+    normalise_weights(v)
+    return v
+
+
 class AppArgs(BaseModel):
     """Arguments of :func:`build_app` (``serve run`` / Serve config ``args``)."""
 
@@ -93,12 +100,7 @@ class AppArgs(BaseModel):
     def _json_text(cls, v: Any) -> Any:
         return _maybe_json(v)
 
-    @field_validator("weights")
-    @classmethod
-    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
-        _check_families("weights", v)
-        normalise_weights(v)
-        return v
+    _weights = field_validator("weights")(classmethod(_valid_weights))
 
     @field_validator("versions")
     @classmethod
@@ -137,12 +139,7 @@ class IngressUserConfig(BaseModel):
     weights: dict[str, float] = Field(description="Ensemble weight per family.")
     deadline_ms: float = Field(250.0, gt=0, description="Default per-request deadline, ms.")
 
-    @field_validator("weights")
-    @classmethod
-    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
-        _check_families("weights", v)
-        normalise_weights(v)
-        return v
+    _weights = field_validator("weights")(classmethod(_valid_weights))
 
 
 # ---------------------------------------------------------------------------------------------

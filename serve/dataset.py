@@ -181,9 +181,7 @@ def build_training_set(
     if seconds <= 0:
         raise ValueError(f"seconds must be > 0, was {seconds!r}")
     instruments = [ic.to_instrument() for ic in cfg.instruments]
-    prices = {
-        ic.symbol: ic.to_instrument().price_to_ticks(ic.initial_price) for ic in cfg.instruments
-    }
+    prices = cfg.initial_prices_ticks()
     sim_cfg = cfg.simulator.model_copy(update={"seed": cfg.models.train_seed})
     sim = MarketSimulator(sim_cfg, instruments, prices, start_ns=TRAIN_START_NS)
     engines = {

@@ -11,8 +11,6 @@ from cluster.config import RaydeskConfig, load_config
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 def small_config(tmp: Path, **sections: dict) -> RaydeskConfig:
     """The embedded default, shrunk for tests: two symbols, quick training, files under tmp."""

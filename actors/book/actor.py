@@ -31,7 +31,6 @@ class SymbolActor:
     def on_batch(self, batch: MarketBatch) -> SymbolUpdate:
         """Apply one batch; a malformed batch is rejected whole and counted."""
         t0 = time.perf_counter_ns()
-        was_quarantined = self.engine.quarantined
         upd = self.engine.on_batch(batch.data, batch.wall_init_ns)
         m = self.metrics
         m.observe("raydesk_book_apply_us", (time.perf_counter_ns() - t0) / 1e3, symbol=self.symbol)
@@ -39,7 +38,7 @@ class SymbolActor:
         m.inc("raydesk_events", upd.events, symbol=self.symbol)
         for kind in upd.error_kinds:
             m.inc("raydesk_bad_input", component="symbol", field=kind)
-        if self.engine.quarantined and not was_quarantined:
+        if upd.quarantine_reason:
             m.inc("raydesk_quarantines", symbol=self.symbol)
         return upd
 

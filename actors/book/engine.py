@@ -8,7 +8,7 @@ a complete message (a batch cut mid-message gets none: the book is not consisten
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,8 +31,7 @@ class SymbolUpdate:
     events: int
     errors: tuple[str, ...] = ()
     error_kinds: tuple[str, ...] = ()
-    quarantine_reason: str = ""
-    stats: dict[str, int] = field(default_factory=dict)
+    quarantine_reason: str = ""  # set only on the batch that quarantined the symbol
 
 
 def feature_hash(vec: np.ndarray) -> str:
@@ -66,8 +65,6 @@ class SymbolEngine:
         self.quarantine_reason = ""
         self.decisions = 0
         self.events = 0
-        self.rejected_batches = 0
-        self.quarantines = 0
         self._in_snapshot = False
 
     # ------------------------------------------------------------------------------------------
@@ -81,7 +78,6 @@ class SymbolEngine:
         try:
             rows = validate_rows(rows, sym)
         except BatchError as exc:
-            self.rejected_batches += 1
             return SymbolUpdate(
                 view=self._view(()),
                 decision=None,
@@ -133,10 +129,11 @@ class SymbolEngine:
                 )
         self._in_snapshot = in_snapshot  # a snapshot may span batches
         self.events += n
-        if reason and not self.quarantined:
+        if reason and self.quarantined:
+            reason = ""  # already quarantined: not a new quarantine
+        elif reason:
             self.quarantined = True
             self.quarantine_reason = reason
-            self.quarantines += 1
         bp, bs, ap, asz = book.top(max(self.levels_out, self.features.imbalance_levels))
         decision = None
         last = rows[-1]
@@ -177,7 +174,6 @@ class SymbolEngine:
             decision=decision,
             events=n,
             quarantine_reason=reason,
-            stats={"trades": len(trades)},
         )
 
     def _view(self, trades: tuple[TradePrint, ...]) -> BookView:

@@ -30,16 +30,12 @@ class FeedActor:
         self.cfg = RaydeskConfig.model_validate(cfg)
         self.replay = replay
         self.instruments = self.cfg.instrument_map()
-        self.prices = {
-            ic.symbol: ic.to_instrument().price_to_ticks(ic.initial_price)
-            for ic in self.cfg.instruments
-        }
+        self.prices = self.cfg.initial_prices_ticks()
         self.step_ns = int(self.cfg.feed.batch_interval_ms * 1e6)
         self.start_ns = start_ns
         self.sim: MarketSimulator | None = None
         self.sim_now = start_ns
         self.wall_start_ns = 0
-        self.steps = 0
 
     def _start(self) -> MarketSimulator:
         # Live, the simulated exchange's clock starts when the first batch is asked for, so
@@ -65,7 +61,6 @@ class FeedActor:
                 await asyncio.sleep(delay)
         rows = self.sim.advance(target)
         self.sim_now = target
-        self.steps += 1
         wall = time.time_ns()
         return target, {
             sym: MarketBatch(self.instruments[sym], rows[sym], wall_init_ns=wall)

@@ -15,19 +15,10 @@ import pytest
 
 from actors.book.book import L2Book, apply_rows
 from actors.feed.binance import BookTicker, read_session
-from tests.conftest import SHARED_DATA
+from jobs.bench import BINANCE_DATA as BINANCE
+from jobs.bench import BINANCE_SESSIONS as SESSIONS
 
 pytestmark = pytest.mark.realdata
-
-BINANCE = SHARED_DATA / "binance_ws_hftbacktest"
-SESSIONS = {
-    "usdm-btc-0718": ["usdm/btcusdt_20240718.gz", "usdm/btcusdt_20240719.gz"],
-    "usdm-eth-0718": ["usdm/ethusdt_20240718.gz", "usdm/ethusdt_20240719.gz"],
-    "usdm-btc-0808": ["usdm/btcusdt_20240808.gz"],
-    "usdm-eth-0808": ["usdm/ethusdt_20240808.gz"],
-    "spot-btc-0808": ["spot/btcusdt_20240808.gz", "spot/btcusdt_20240809.gz"],
-    "spot-eth-0808": ["spot/ethusdt_20240808.gz", "spot/ethusdt_20240809.gz"],
-}
 
 
 def _top(book: L2Book) -> tuple[int, Decimal, int, Decimal]:
