@@ -113,7 +113,7 @@ def apply_rows(book: L2Book, rows: Any) -> Iterator[int]:
     rebuild a book from a loader's rows: snapshot rows replace the book, trades are skipped.
     """
     in_snapshot = False
-    for _te, _ti, seq, kind, side, price, size, flags in rows.tolist():
+    for _te, _ti, seq, kind, side, price, size, flags, _oid in rows.tolist():
         if kind == SNAPSHOT and not in_snapshot:
             book.clear()
             in_snapshot = True

@@ -93,7 +93,7 @@ class SymbolEngine:
         book = self.book
         flow = self.flow
         in_snapshot = self._in_snapshot
-        for ts_event, ts_init, seq, kind, side, price, size, flags in rows.tolist():
+        for ts_event, ts_init, seq, kind, side, price, size, flags, _oid in rows.tolist():
             if seq < book.last_seq and kind != SNAPSHOT:
                 reason = reason or f"seq must be non-decreasing, was {seq} after {book.last_seq}"
             if kind == TRADE:

@@ -10,6 +10,15 @@ Rows are in arrival order. Semantics per ``kind``:
 * ``CLEAR``: remove every level of the book (``side``, ``price``, ``size`` ignored).
 * ``TRADE``: a trade of ``size`` at ``price``; ``side`` is the aggressor (``BID`` = buyer).
 
+Market-by-order (L3) rows name one resting order by ``order_id`` (0 on every L2 row):
+
+* ``ADD``: a new order ``order_id`` of ``size`` at ``(side, price)``.
+* ``CANCEL``: ``size`` is taken off order ``order_id`` (the order leaves when nothing remains).
+* ``MODIFY``: order ``order_id`` now rests at ``(side, price)`` with ``size`` (a price change
+  loses queue priority; a size decrease at the same price keeps it).
+
+An L3 book (:mod:`actors.book.l3`) turns these into L2 level sizes; ``CLEAR`` clears both.
+
 ``flags`` carries ``F_LAST`` on the last row of an exchange message (the book is consistent
 after it, so features may be sampled there) and ``F_SNAPSHOT`` on snapshot rows.
 """
@@ -28,7 +37,19 @@ DELTA = 0
 TRADE = 1
 SNAPSHOT = 2
 CLEAR = 3
-KIND_NAMES = {DELTA: "delta", TRADE: "trade", SNAPSHOT: "snapshot", CLEAR: "clear"}
+ADD = 4
+CANCEL = 5
+MODIFY = 6
+KIND_NAMES = {
+    DELTA: "delta",
+    TRADE: "trade",
+    SNAPSHOT: "snapshot",
+    CLEAR: "clear",
+    ADD: "add",
+    CANCEL: "cancel",
+    MODIFY: "modify",
+}
+L3_KINDS = (ADD, CANCEL, MODIFY)
 
 # side (book side for deltas; aggressor side for trades)
 BID = 0
@@ -48,6 +69,7 @@ MD_DTYPE = np.dtype(
         ("price", "i8"),  # integer ticks
         ("size", "f8"),  # quantity in instrument units (not lots)
         ("flags", "u1"),
+        ("order_id", "u8"),  # venue order id on market-by-order rows; 0 on L2 rows
     ]
 )
 
@@ -77,6 +99,9 @@ class MarketBatch:
         return self.instrument.symbol
 
 
+OPTIONAL_COLUMNS = ("order_id",)
+
+
 def empty_rows(n: int) -> np.ndarray:
     """Return ``n`` zeroed rows of :data:`MD_DTYPE`."""
     return np.zeros(n, dtype=MD_DTYPE)
@@ -93,12 +118,16 @@ def validate_rows(data: object, symbol: str = "") -> np.ndarray:
         raise BatchError(where, "a numpy structured array of MD_DTYPE", type(data).__name__)
     if data.dtype != MD_DTYPE:
         names = data.dtype.names or ()
-        missing = [n for n in MD_DTYPE.names if n not in names]
+        # order_id may be left out by L2 producers (it is 0 on every L2 row)
+        missing = [n for n in MD_DTYPE.names if n not in names and n not in OPTIONAL_COLUMNS]
         if missing:
             raise BatchError(f"{where}.dtype", f"have columns {list(MD_DTYPE.names)}", missing)
         # copy column by column, by name (a structured astype would match fields by position)
         out = np.empty(data.shape, dtype=MD_DTYPE)
         for name in MD_DTYPE.names:
+            if name not in names:
+                out[name] = 0
+                continue
             col = data[name]
             if not np.can_cast(col.dtype, MD_DTYPE[name], casting="same_kind"):
                 raise BatchError(f"{where}.{name}", f"castable to {MD_DTYPE[name]}", str(col.dtype))
@@ -114,13 +143,20 @@ def validate_rows(data: object, symbol: str = "") -> np.ndarray:
             i = int(np.argmax(mask))
             raise BatchError(f"{where}.{col}[{i}]", rule, data[col][i].item())
 
-    first_bad(data["kind"] > CLEAR, "kind", "one of 0=delta 1=trade 2=snapshot 3=clear")
+    first_bad(
+        data["kind"] > MODIFY,
+        "kind",
+        "one of 0=delta 1=trade 2=snapshot 3=clear 4=add 5=cancel 6=modify",
+    )
     not_clear = data["kind"] != CLEAR
     first_bad(not_clear & (data["side"] > ASK), "side", "0 (bid/buy) or 1 (ask/sell)")
     size = data["size"]
     first_bad(~np.isfinite(size), "size", "finite")
     first_bad(size < 0, "size", ">= 0")
-    trade = data["kind"] == TRADE
+    kind = data["kind"]
+    l3 = (kind >= ADD) & (kind <= MODIFY)
+    first_bad(l3 & (data["order_id"] == 0), "order_id", "> 0 on an add/cancel/modify row")
+    trade = kind == TRADE
     first_bad(trade & (size <= 0), "size", "> 0 for a trade")
     first_bad(not_clear & (data["price"] <= 0), "price", "> 0 ticks")
     first_bad(data["ts_event"] <= 0, "ts_event", "> 0 ns")

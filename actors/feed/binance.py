@@ -108,8 +108,8 @@ class _Rows:
         return len(self.cols[0])
 
     def take(self) -> np.ndarray:
-        out = np.empty(len(self), dtype=MD_DTYPE)
-        for name, col in zip(MD_DTYPE.names, self.cols, strict=True):
+        out = np.zeros(len(self), dtype=MD_DTYPE)
+        for name, col in zip(MD_DTYPE.names[:8], self.cols, strict=True):
             out[name] = col
         self.cols = [[] for _ in range(8)]
         return out

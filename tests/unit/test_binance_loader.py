@@ -80,4 +80,4 @@ def test_spot_rules_use_u_plus_one(tmp_path):
     assert sync.market == "spot" and str(sync.instrument.tick_size) == "0.01"
     assert (sync.stats.dropped_stale, sync.stats.applied, sync.stats.gaps) == (1, 2, 0)
     trades = [r for _s, it, _y in items for r in it.tolist() if r[3] == TRADE]
-    assert trades == [(1_700_000_000_001_000_000, 5, 104, TRADE, 1, 10010, 0.5, 1)]
+    assert trades == [(1_700_000_000_001_000_000, 5, 104, TRADE, 1, 10010, 0.5, 1, 0)]

@@ -34,7 +34,7 @@ def make_rows(spec: list[tuple], start_seq: int = 1) -> np.ndarray:
     """spec rows: (kind, side, price, size, flags)."""
     r = empty_rows(len(spec))
     for i, (kind, side, price, size, flags) in enumerate(spec):
-        r[i] = (1_000 + i, 2_000 + i, start_seq + i, kind, side, price, size, flags)
+        r[i] = (1_000 + i, 2_000 + i, start_seq + i, kind, side, price, size, flags, 0)
     return r
 
 
