@@ -24,7 +24,9 @@ class L2Book:
         (100, 101)
     """
 
-    __slots__ = ("bids", "asks", "best_bid", "best_ask", "last_seq", "ts_event", "ts_init")
+    __slots__ = (
+        "bids", "asks", "best_bid", "best_ask", "last_seq", "ts_event", "ts_init", "in_snapshot"
+    )
 
     def __init__(self) -> None:
         self.bids: dict[int, float] = {}
@@ -34,6 +36,7 @@ class L2Book:
         self.last_seq: int = 0
         self.ts_event: int = 0
         self.ts_init: int = 0
+        self.in_snapshot = False  # inside a snapshot message (which may span batches)
 
     def clear(self) -> None:
         """Remove every level."""
@@ -112,15 +115,14 @@ def apply_rows(book: L2Book, rows: Any) -> Iterator[int]:
     The plain reference path (no integrity checks, no features) that tests and tools use to
     rebuild a book from a loader's rows: snapshot rows replace the book, trades are skipped.
     """
-    in_snapshot = False
     for _te, _ti, seq, kind, side, price, size, flags, _oid in rows.tolist():
-        if kind == SNAPSHOT and not in_snapshot:
+        if kind == SNAPSHOT and not book.in_snapshot:
             book.clear()
-            in_snapshot = True
+            book.in_snapshot = True
         if kind != TRADE:
             book.set_level(side, price, size)
         book.last_seq = seq
         if flags & F_LAST:
-            in_snapshot = False
+            book.in_snapshot = False
             if kind != TRADE:
                 yield seq
