@@ -11,7 +11,7 @@ import heapq
 from collections.abc import Iterator
 from typing import Any
 
-from actors.core.batch import BID, F_LAST, SNAPSHOT, TRADE
+from actors.core.batch import BID, CLEAR, F_LAST, SNAPSHOT, TRADE
 
 
 class L2Book:
@@ -113,13 +113,16 @@ def apply_rows(book: L2Book, rows: Any) -> Iterator[int]:
     """Apply ``MD_DTYPE`` rows to ``book``; yield the ``seq`` at each book message's end.
 
     The plain reference path (no integrity checks, no features) that tests and tools use to
-    rebuild a book from a loader's rows: snapshot rows replace the book, trades are skipped.
+    rebuild a book from a loader's rows: snapshot rows replace the book, a clear row empties it,
+    trades are skipped.
     """
     for _te, _ti, seq, kind, side, price, size, flags, _oid in rows.tolist():
         if kind == SNAPSHOT and not book.in_snapshot:
             book.clear()
             book.in_snapshot = True
-        if kind != TRADE:
+        if kind == CLEAR:
+            book.clear()
+        elif kind != TRADE:
             book.set_level(side, price, size)
         book.last_seq = seq
         if flags & F_LAST:
