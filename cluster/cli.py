@@ -134,12 +134,18 @@ def run(
     print(json.dumps(summary, indent=2))
 
 
-@app.command("replay")
+@app.command("replay", context_settings={"allow_extra_args": True})
 def replay_cmd(
-    fmt: Annotated[str, typer.Option("--format", help="binance | sim")] = "binance",
+    ctx: typer.Context,
+    fmt: Annotated[
+        str, typer.Option("--format", help="binance | tardis | databento | lobster | sim")
+    ] = "binance",
     data: Annotated[
         list[Path] | None,
-        typer.Option("--data", help="Recording file(s) of one session, in order."),
+        typer.Option(
+            "--data",
+            help="Recording file(s) of one session, in order: --data A B C (or repeated).",
+        ),
     ] = None,
     book_out: Annotated[
         Path | None, typer.Option("--book-out", help="Write the final books here as JSON.")
@@ -153,7 +159,8 @@ def replay_cmd(
     from cluster.replay import FORMATS, replay
 
     cfg = _load(config)
-    paths = list(data or [])
+    # --data A B C: click keeps the first value; the rest arrive as extra arguments
+    paths = list(data or []) + [Path(a) for a in ctx.args]
     if fmt not in FORMATS:
         err.print(f"error: --format must be one of {list(FORMATS)}, was {fmt!r}", markup=False)
         raise typer.Exit(2)

@@ -85,11 +85,151 @@ class BookConfig(Strict):
     levels_out: int = Field(
         10, ge=1, le=100, description="Levels per side in the book view sent downstream."
     )
+    window_ticks: int = Field(
+        65_536,
+        ge=64,
+        le=1 << 22,
+        description="Width in ticks of the book's dense price window around the mid (levels "
+        "outside it live in a sorted overflow). Memory per symbol is 16 bytes per tick.",
+    )
 
 
 class FeaturesConfig(Strict):
-    imbalance_levels: int = Field(5, ge=1, le=50, description="Levels in deep depth imbalance.")
+    """Switches and parameters of the feature library (definitions: ``actors.book.features``).
+
+    Every switch defaults to on: the defaults give the full library.
+    """
+
+    imbalance_levels: int = Field(
+        5, ge=1, le=10, description="Middle depth of depth imbalance (besides 1 and 10 levels)."
+    )
     window: int = Field(16, ge=2, le=512, description="Feature vectors in a sequence window.")
+    spread: bool = Field(True, description="spread_bps: best ask - best bid, bps of mid.")
+    returns: bool = Field(
+        True, description="ret_1_bps, ret_5_bps: log mid returns over 1 and 5 decision points."
+    )
+    realized_vol: bool = Field(
+        True, description="rv_bps: root mean square of the last rv_window 1-step mid returns."
+    )
+    rv_window: int = Field(16, ge=2, le=4096, description="Decision points in rv_bps.")
+    weighted_mid: bool = Field(
+        True, description="microprice_dev_bps: size-weighted mid minus mid, bps."
+    )
+    stoikov: bool = Field(
+        True, description="stoikov_micro_bps: Stoikov (2018) micro-price minus mid, bps."
+    )
+    stoikov_imbalance_buckets: int = Field(
+        10, ge=2, le=50, description="Equal-width buckets of the touch imbalance Qb/(Qb+Qa)."
+    )
+    stoikov_spread_states: int = Field(
+        2, ge=1, le=20, description="Spread states 1..n ticks (wider spreads are not modelled)."
+    )
+    stoikov_history: int = Field(
+        20_000, ge=100, le=1_000_000, description="Rolling history of message transitions."
+    )
+    stoikov_refit_every: int = Field(
+        1_000, ge=10, le=1_000_000, description="Refit the adjustment g(I, S) every N messages."
+    )
+    stoikov_iterations: int = Field(
+        6, ge=0, le=200, description="Terms B^k G1 (k = 1..n) added to G1 in g = sum B^k G1."
+    )
+    vamp: bool = Field(
+        True, description="vamp_dev_bps: volume-adjusted mid over vamp_levels minus mid, bps."
+    )
+    vamp_levels: int = Field(5, ge=1, le=10, description="Levels per side in vamp_dev_bps.")
+    depth_imbalance: bool = Field(
+        True, description="imbalance_lN: (bid - ask depth) / total over 1, imbalance_levels, 10."
+    )
+    ofi: bool = Field(
+        True, description="ofi_norm: Cont-Kukanov-Stoikov best-level OFI / mean touch depth."
+    )
+    mlofi: bool = Field(
+        True, description="mlofi_norm: weighted multi-level OFI (Xu-Huang-Wang) / mean depth."
+    )
+    mlofi_levels: int = Field(10, ge=1, le=10, description="Levels M of mlofi_norm.")
+    mlofi_weights: tuple[float, ...] | None = Field(
+        None,
+        description="Weights of levels 1..M in mlofi_norm (length mlofi_levels); None = 1/M "
+        "each (an equal-weight sum, close to the first principal component).",
+    )
+    trade_flow: bool = Field(
+        True, description="trade_imbalance: (buy - sell aggressor volume) / total, per interval."
+    )
+    vpin: bool = Field(True, description="vpin: VPIN over volume buckets, bulk classification.")
+    vpin_bar_ms: float = Field(
+        1_000.0, gt=0, le=3_600_000, description="Time bar of bulk volume classification."
+    )
+    vpin_bucket_volume: float = Field(
+        0.0,
+        ge=0,
+        description="Volume per VPIN bucket, instrument units; 0 = the total size of the first "
+        "vpin_auto_trades trades.",
+    )
+    vpin_auto_trades: int = Field(
+        200, ge=1, le=1_000_000, description="Trades that fix the automatic bucket volume."
+    )
+    vpin_buckets: int = Field(50, ge=1, le=10_000, description="Buckets averaged in vpin.")
+    vpin_sigma_bars: int = Field(
+        50, ge=2, le=10_000, description="Bars in the standard deviation of bar price changes."
+    )
+    volume_profile: bool = Field(
+        True, description="poc/vah/val_dist_bps: volume profile of the last profile_trades trades."
+    )
+    profile_trades: int = Field(
+        2_000, ge=10, le=1_000_000, description="Trades in the rolling volume profile."
+    )
+    profile_bin_bps: float = Field(
+        1.0, gt=0, le=1_000, description="Profile price bin, bps of the first trade's price."
+    )
+    profile_value_area: float = Field(
+        0.7, gt=0, le=1, description="Share of profile volume inside the value area."
+    )
+    walls: bool = Field(
+        True, description="wall_*: nearest liquidity wall per side, arrivals and withdrawals."
+    )
+    wall_k: float = Field(
+        5.0, gt=1, le=1_000, description="A wall holds >= k x the median top-10 level size."
+    )
+    icebergs: bool = Field(
+        True, description="hidden_vol_frac, refill_count, l3_iceberg_refills per interval."
+    )
+    refill_ms: float = Field(
+        500.0, gt=0, le=3_600_000, description="A traded-down level restored within this counts."
+    )
+    refill_frac: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Traded down: executed >= frac x displayed; restored: shows >= frac x it.",
+    )
+    absorption: bool = Field(
+        True, description="absorption: +1 bid absorbs selling, -1 ask absorbs buying."
+    )
+    absorption_k: float = Field(
+        1.0, gt=0, le=1_000, description="Aggressive volume >= k x touch size at interval start."
+    )
+    exhaustion: bool = Field(
+        True, description="exhaustion: +1 selling exhausts, -1 buying exhausts, price stalled."
+    )
+    exhaustion_intervals: int = Field(
+        3, ge=2, le=64, description="Consecutive intervals of strictly declining volume."
+    )
+    exhaustion_stall_bps: float = Field(
+        1.0, ge=0, le=10_000, description="Stalled: abs(mid log return) over them, bps, <= this."
+    )
+    log_events: bool = Field(True, description="log_events: log1p(book messages in interval).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeaturesConfig:
+        w = self.mlofi_weights
+        if w is not None and len(w) != self.mlofi_levels:
+            raise ValueError(
+                f"mlofi_weights must have mlofi_levels={self.mlofi_levels} entries, was {list(w)!r}"
+            )
+        switches = [k for k, f in type(self).model_fields.items() if f.annotation is bool]
+        if not any(getattr(self, k) for k in switches):
+            raise ValueError(f"at least one of {switches} must be true, was all false")
+        return self
 
 
 class ModelsConfig(Strict):

@@ -34,7 +34,12 @@ METRICS: dict[str, MetricSpec] = {
         "counter", "Rejected input (malformed batch, bad command).", ("component", "field")
     ),
     "raydesk_quarantines": MetricSpec(
-        "counter", "Symbols quarantined for a book-integrity breach.", ("symbol",)
+        "counter",
+        "Symbols quarantined for a book-integrity breach (reason: crossed, sequence, l3, gap).",
+        ("symbol", "reason"),
+    ),
+    "raydesk_resyncs": MetricSpec(
+        "counter", "Books rebuilt from a snapshot (initial sync or resync).", ("symbol",)
     ),
     "raydesk_book_apply_us": MetricSpec(
         "histogram", "Time to apply one batch and compute features, us.", ("symbol",),

@@ -22,7 +22,7 @@ from actors.core.batch import MarketBatch
 from actors.core.instruments import Instrument, format_decimal
 from cluster.config import RaydeskConfig
 
-FORMATS = ("binance", "sim")
+FORMATS = ("binance", "tardis", "databento", "lobster", "sim")
 MAX_IN_FLIGHT = 64
 SIM_REPLAY_CHUNK_NS = 10_000_000_000
 
@@ -46,6 +46,25 @@ def _binance_batches(paths: list[Path]) -> Iterator[tuple[Instrument, np.ndarray
     for _sym, item, sync in read_session(paths, tickers=False):
         if isinstance(item, np.ndarray):
             yield sync.instrument, item
+
+
+def _tardis_batches(paths: list[Path]) -> Iterator[tuple[Instrument, np.ndarray]]:
+    from actors.feed.tardis import read_tardis
+
+    yield from read_tardis(paths)
+
+
+def _databento_batches(paths: list[Path]) -> Iterator[tuple[Instrument, np.ndarray]]:
+    from actors.feed.databento import read_databento
+
+    yield from read_databento(paths)
+
+
+def _lobster_batches(paths: list[Path]) -> Iterator[tuple[Instrument, np.ndarray]]:
+    from actors.feed.lobster import lobster_pairs, read_lobster
+
+    for message, orderbook in lobster_pairs(paths):
+        yield from read_lobster(message, orderbook)
 
 
 def _sim_batches(cfg: RaydeskConfig, duration_s: float) -> Iterator[tuple[Instrument, np.ndarray]]:
@@ -75,7 +94,8 @@ def replay(
     Args:
         cfg: Config (Ray connection, book and feature settings; simulator for ``sim``).
         fmt: One of :data:`FORMATS`.
-        paths: Files of one session, in order (``binance``); unused for ``sim``.
+        paths: Files of one session, in order; unused for ``sim``. ``lobster`` takes message
+            and/or orderbook files (each pairs with the other beside it).
         book_out: Write every symbol's final book here as JSON.
         duration_s: Simulated seconds for ``sim`` (default ``cfg.run.duration_s``).
     """
@@ -83,6 +103,12 @@ def replay(
 
     if fmt == "binance":
         source = _binance_batches(paths)
+    elif fmt == "tardis":
+        source = _tardis_batches(paths)
+    elif fmt == "databento":
+        source = _databento_batches(paths)
+    elif fmt == "lobster":
+        source = _lobster_batches(paths)
     elif fmt == "sim":
         source = _sim_batches(cfg, duration_s or cfg.run.duration_s)
     else:
@@ -104,12 +130,12 @@ def replay(
                             cfg.features.model_dump(mode="json"), True)
                 )
                 instruments[ins.symbol] = ins
-            in_flight.append(actor.on_batch.remote(MarketBatch(ins, data, time.time_ns())))
+            in_flight.append(actor.ingest.remote(MarketBatch(ins, data, time.time_ns())))
             rows += len(data)
             if len(in_flight) >= MAX_IN_FLIGHT:
-                errors += sum(len(u.errors) for u in ray.get(in_flight))
+                errors += sum(e for _n, e in ray.get(in_flight))
                 in_flight.clear()
-        errors += sum(len(u.errors) for u in ray.get(in_flight))
+        errors += sum(e for _n, e in ray.get(in_flight))
         images = {s: ray.get(a.snapshot.remote()) for s, a in sorted(actors.items())}
     finally:
         for a in actors.values():

@@ -27,11 +27,12 @@ class SymbolActor:
         )
         self.symbol = instrument.symbol
         self.metrics = Metrics()
+        self.batches = 0
 
-    def on_batch(self, batch: MarketBatch) -> SymbolUpdate:
-        """Apply one batch; a malformed batch is rejected whole and counted."""
+    def _apply(self, batch: MarketBatch, view: bool) -> SymbolUpdate:
         t0 = time.perf_counter_ns()
-        upd = self.engine.on_batch(batch.data, batch.wall_init_ns)
+        upd = self.engine.on_batch(batch.data, batch.wall_init_ns, view=view)
+        self.batches += 1
         m = self.metrics
         m.observe("raydesk_book_apply_us", (time.perf_counter_ns() - t0) / 1e3, symbol=self.symbol)
         m.inc("raydesk_batches", symbol=self.symbol)
@@ -39,9 +40,36 @@ class SymbolActor:
         for kind in upd.error_kinds:
             m.inc("raydesk_bad_input", component="symbol", field=kind)
         if upd.quarantine_reason:
-            m.inc("raydesk_quarantines", symbol=self.symbol)
+            m.inc("raydesk_quarantines", symbol=self.symbol, reason=upd.quarantine_kind)
+        if upd.resynced:
+            m.inc("raydesk_resyncs", symbol=self.symbol)
         return upd
+
+    def on_batch(self, batch: MarketBatch) -> SymbolUpdate:
+        """Apply one batch; a malformed batch is rejected whole and counted."""
+        return self._apply(batch, view=True)
+
+    def ingest(self, batch: MarketBatch) -> tuple[int, int]:
+        """Apply one batch without building a view (replay, bulk loads); return
+        ``(events applied, errors)``."""
+        upd = self._apply(batch, view=False)
+        return upd.events, len(upd.errors)
+
+    def barrier(self) -> dict[str, Any]:
+        """Return once every earlier call from the same caller has been applied."""
+        e = self.engine
+        return {
+            "symbol": self.symbol,
+            "events": e.events,
+            "batches": self.batches,
+            "quarantined": e.quarantined,
+            "seq": e.book.last_seq,
+        }
 
     def snapshot(self) -> dict[str, Any]:
         """Return the engine's checkpoint image."""
         return self.engine.snapshot()
+
+    def restore(self, image: dict[str, Any]) -> None:
+        """Restore the engine from a checkpoint image (``snapshot`` output)."""
+        self.engine.restore(image)

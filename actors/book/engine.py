@@ -1,8 +1,13 @@
 """SymbolEngine: one symbol's book and features, pure (no Ray).
 
-It applies market-data batches row by row, checks integrity at every message boundary
-(``F_LAST``), and emits one :class:`~actors.core.views.DecisionPoint` per batch that ends with
-a complete message (a batch cut mid-message gets none: the book is not consistent there).
+It applies market-data batches with the compiled book kernel (:mod:`actors.book.ladder`),
+turning market-by-order rows into level sizes first through an L3 book
+(:mod:`actors.book.l3`) when the feed is L3. Integrity is enforced at every message boundary
+(``F_LAST``): a crossed book, a sequence going backwards, or an L3 inconsistency quarantines the
+symbol (decision points flagged invalid, the book view marked ``quarantined`` so the risk actor
+denies orders on it) until a snapshot resyncs it. It emits one
+:class:`~actors.core.views.DecisionPoint` per batch that ends with a complete message (a batch
+cut mid-message gets none: the book is not consistent there).
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from actors.book.book import L2Book
-from actors.book.features import FeatureState, FlowAccumulator, compute_features
-from actors.core.batch import BID, CLEAR, F_LAST, SNAPSHOT, TRADE, validate_rows
+from actors.book.features import FeatureEngine
+from actors.book.ladder import ERR_CROSSED, ERR_GAP, ERR_KIND, ERR_SEQ, LadderBook
+from actors.core.batch import ADD, BID, F_LAST, MODIFY, validate_rows
 from actors.core.clock import Clock
 from actors.core.errors import BatchError
 from actors.core.instruments import Instrument
@@ -26,12 +31,14 @@ from actors.core.views import BookView, DecisionPoint, TradePrint
 class SymbolUpdate:
     """What one batch produced: the book view, a decision point, counts and errors."""
 
-    view: BookView
+    view: BookView | None
     decision: DecisionPoint | None
     events: int
     errors: tuple[str, ...] = ()
     error_kinds: tuple[str, ...] = ()
     quarantine_reason: str = ""  # set only on the batch that quarantined the symbol
+    quarantine_kind: str = ""  # crossed | sequence | gap | l3 | kind (metric label)
+    resynced: bool = False  # a snapshot in this batch rebuilt the book
 
 
 def feature_hash(vec: np.ndarray) -> str:
@@ -44,8 +51,8 @@ class SymbolEngine:
 
     Args:
         instrument: The symbol's instrument.
-        book_cfg: ``BookConfig`` (levels_out).
-        features_cfg: ``FeaturesConfig`` (window, imbalance_levels).
+        book_cfg: ``BookConfig`` (levels_out, window_ticks).
+        features_cfg: ``FeaturesConfig``.
         clock: Injected clock (unused by decisions; kept for staleness checks by callers).
 
     Example:
@@ -57,29 +64,33 @@ class SymbolEngine:
     def __init__(self, instrument: Instrument, book_cfg: Any, features_cfg: Any, clock: Clock):
         self.instrument = instrument
         self.levels_out = int(book_cfg.levels_out)
+        self.window_ticks = int(book_cfg.window_ticks)
         self.clock = clock
-        self.book = L2Book()
-        self.flow = FlowAccumulator()
-        self.features = FeatureState(int(features_cfg.window), int(features_cfg.imbalance_levels))
+        self.book = LadderBook(self.window_ticks)
+        self.l3: Any = None  # an L3Book, created at the first market-by-order row
+        self.features = FeatureEngine(features_cfg, float(instrument.tick_size))
         self.quarantined = False
         self.quarantine_reason = ""
+        self.quarantines = 0
+        self.resyncs = 0
         self.decisions = 0
         self.events = 0
-        self._in_snapshot = False
 
     # ------------------------------------------------------------------------------------------
-    def on_batch(self, rows: np.ndarray, wall_init_ns: int = 0) -> SymbolUpdate:
+    def on_batch(self, rows: np.ndarray, wall_init_ns: int = 0, view: bool = True
+                 ) -> SymbolUpdate:
         """Apply one batch and return the update. A malformed batch is rejected whole.
 
         A rejected batch leaves the book exactly as it was; the error names the column, the
-        rule and the value.
+        rule and the value. ``view=False`` skips building the book view and trade prints
+        (replay and benchmarks, which only need the book).
         """
         sym = self.instrument.symbol
         try:
             rows = validate_rows(rows, sym)
         except BatchError as exc:
             return SymbolUpdate(
-                view=self._view(()),
+                view=self._view(()) if view else None,
                 decision=None,
                 events=0,
                 errors=(str(exc),),
@@ -87,94 +98,81 @@ class SymbolEngine:
             )
         n = len(rows)
         if n == 0:
-            return SymbolUpdate(view=self._view(()), decision=None, events=0)
-        reason = ""
-        trades: list[TradePrint] = []
+            return SymbolUpdate(view=self._view(()) if view else None, decision=None, events=0)
+        reason, kind = "", ""
+        kinds = rows["kind"]
+        l3_refills = 0
+        if ((kinds >= ADD) & (kinds <= MODIFY)).any() or self.l3 is not None:
+            reason, kind, l3_refills = self._through_l3(rows)
+            rows = self._l3_rows
         book = self.book
-        flow = self.flow
-        in_snapshot = self._in_snapshot
-        for ts_event, ts_init, seq, kind, side, price, size, flags, _oid in rows.tolist():
-            if seq < book.last_seq and kind != SNAPSHOT:
-                reason = reason or f"seq must be non-decreasing, was {seq} after {book.last_seq}"
-            if kind == TRADE:
-                trades.append(TradePrint(ts_event, price, size, "BUY" if side == BID else "SELL"))
-                flow.on_trade(side == BID, size)
-            elif kind == CLEAR:
-                book.clear()
-            else:
-                if kind == SNAPSHOT and not in_snapshot:
-                    # a resync: whatever broke the book before this snapshot no longer applies
-                    book.clear()
-                    in_snapshot = True
-                    reason = ""
-                    self.quarantined = False
-                    self.quarantine_reason = ""
-                book.set_level(side, price, size)
-            book.last_seq = seq
-            book.ts_event = ts_event
-            book.ts_init = ts_init
-            if flags & F_LAST:
-                in_snapshot = False
-                if book.crossed:
-                    reason = reason or (
-                        f"book must not be crossed, was bid {book.best_bid} >= ask "
-                        f"{book.best_ask} at seq {seq}"
-                    )
-                pb, pa = book.best_bid, book.best_ask
-                flow.on_touch(
-                    pb,
-                    book.bids.get(pb, 0.0) if pb is not None else 0.0,
-                    pa,
-                    book.asks.get(pa, 0.0) if pa is not None else 0.0,
-                )
-        self._in_snapshot = in_snapshot  # a snapshot may span batches
+        msgs, trades = book.apply(rows, capture=True)
+        code, row, a, b = book.error
+        resynced = book.resynced
+        if resynced:
+            # a snapshot rebuilt the book: whatever broke it before no longer applies
+            self.resyncs += 1
+            self.quarantined = False
+            self.quarantine_reason = ""
+        if code and not reason:
+            reason, kind = _describe(code, row, a, b, self.instrument)
         self.events += n
         if reason and self.quarantined:
             reason = ""  # already quarantined: not a new quarantine
         elif reason:
             self.quarantined = True
             self.quarantine_reason = reason
-        bp, bs, ap, asz = book.top(max(self.levels_out, self.features.imbalance_levels))
+            self.quarantines += 1
+        self.features.update(msgs, trades, l3_iceberg_refills=l3_refills)
         decision = None
         last = rows[-1]
         # sample only where the book is consistent: after a complete message
-        complete = bool(last["flags"] & F_LAST)
-        vec = compute_features(self.features, flow, bp, bs, ap, asz) if complete else None
-        if complete:
-            flow.reset()
-        if vec is not None:
-            self.decisions += 1
-            mid = self.instrument.ticks_to_float((bp[0] + ap[0]) / 2.0)
-            decision = DecisionPoint(
-                symbol=sym,
-                decision_id=f"{sym}-{self.decisions}",
-                ts_event=int(last["ts_event"]),
-                ts_init=int(last["ts_init"]),
-                wall_init_ns=int(wall_init_ns),
-                features=vec,
-                window=self.features.window_array(),
-                valid=self.features.is_warm() and not self.quarantined,
-                meta={"mid": mid},
+        if last["flags"] & F_LAST:
+            vec = self.features.vector()
+            if vec is not None:
+                self.decisions += 1
+                bb, ba = book.best_bid, book.best_ask
+                mid = self.instrument.ticks_to_float((bb + ba) / 2.0)
+                decision = DecisionPoint(
+                    symbol=sym,
+                    decision_id=f"{sym}-{self.decisions}",
+                    ts_event=int(last["ts_event"]),
+                    ts_init=int(last["ts_init"]),
+                    wall_init_ns=int(wall_init_ns),
+                    features=vec,
+                    window=self.features.window_array(),
+                    valid=self.features.is_warm() and not self.quarantined,
+                    meta={"mid": mid},
+                )
+        prints: tuple[TradePrint, ...] = ()
+        if view and len(trades):
+            prints = tuple(
+                TradePrint(te, px, sz, "BUY" if sd == BID else "SELL")
+                for te, px, sz, sd in zip(
+                    trades["ts_event"].tolist(), trades["price"].tolist(),
+                    trades["size"].tolist(), trades["side"].tolist(), strict=True,
+                )
             )
-        k = self.levels_out
-        view = BookView(
-            symbol=sym,
-            ts_event=book.ts_event,
-            ts_init=book.ts_init,
-            bid_ticks=tuple(bp[:k]),
-            bid_sizes=tuple(bs[:k]),
-            ask_ticks=tuple(ap[:k]),
-            ask_sizes=tuple(asz[:k]),
-            seq=book.last_seq,
-            quarantined=self.quarantined,
-            trades=tuple(trades),
-        )
         return SymbolUpdate(
-            view=view,
+            view=self._view(prints) if view else None,
             decision=decision,
             events=n,
             quarantine_reason=reason,
+            quarantine_kind=kind if reason else "",
+            resynced=resynced,
         )
+
+    def _through_l3(self, rows: np.ndarray) -> tuple[str, str, int]:
+        """Turn market-by-order rows into level sizes; return (reason, kind, iceberg refills)."""
+        from actors.book.l3 import L3Book
+
+        if self.l3 is None:
+            self.l3 = L3Book()
+        before = self.l3.iceberg_refills
+        self._l3_rows = self.l3.apply(rows)
+        errs = self.l3.last_errors
+        reason = f"L3 book: {errs[0]}" if errs else ""
+        return reason, "l3" if reason else "", int(self.l3.iceberg_refills - before)
 
     def _view(self, trades: tuple[TradePrint, ...]) -> BookView:
         bp, bs, ap, asz = self.book.top(self.levels_out)
@@ -191,11 +189,19 @@ class SymbolEngine:
             trades=trades,
         )
 
+    def nbytes(self) -> int:
+        """Memory of the book and feature state (arrays), in bytes."""
+        n = self.book.nbytes() + int(self.features.state_bytes())
+        if self.l3 is not None and hasattr(self.l3, "nbytes"):
+            n += int(self.l3.nbytes())
+        return n
+
     # checkpoint -----------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """Return a JSON-safe checkpoint of the book and counters."""
         return {
             "book": self.book.snapshot(),
+            "l3": self.l3.snapshot() if self.l3 is not None else None,
             "quarantined": self.quarantined,
             "quarantine_reason": self.quarantine_reason,
             "decisions": self.decisions,
@@ -204,8 +210,35 @@ class SymbolEngine:
 
     def restore(self, image: dict[str, Any]) -> None:
         """Restore from :meth:`snapshot` output (feature history restarts cold)."""
-        self.book = L2Book.restore(image["book"])
+        self.book = LadderBook.restore(image["book"], self.window_ticks)
+        if image.get("l3") is not None:
+            from actors.book.l3 import L3Book
+
+            self.l3 = L3Book.restore(image["l3"])
         self.quarantined = bool(image["quarantined"])
         self.quarantine_reason = str(image["quarantine_reason"])
         self.decisions = int(image["decisions"])
         self.events = int(image["events"])
+
+
+def _describe(code: int, row: int, a: int, b: int, ins: Instrument) -> tuple[str, str]:
+    if code == ERR_CROSSED:
+        return (
+            f"book must not be crossed, was bid {ins.ticks_to_str(a)} >= ask "
+            f"{ins.ticks_to_str(b)} at row {row}",
+            "crossed",
+        )
+    if code == ERR_SEQ:
+        return f"seq must be non-decreasing, was {a} after {b} at row {row}", "sequence"
+    if code == ERR_GAP:
+        return (
+            f"update ids must be contiguous, was a gap after {b} (feed reported it at seq {a}); "
+            "book void until a snapshot resyncs it",
+            "gap",
+        )
+    if code == ERR_KIND:
+        return (
+            f"kind must be delta/snapshot/clear/trade on an L2 book, was {a} at row {row}",
+            "kind",
+        )
+    return f"book integrity error {code} at row {row}", "unknown"

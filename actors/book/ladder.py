@@ -16,9 +16,10 @@ no allocation. At every book message end (``F_LAST``) it checks integrity (a cro
 when asked, records the best :data:`~actors.book.frames.DEPTH` levels per side
 (:data:`~actors.book.frames.MSG_DTYPE`); every trade is recorded with the size displayed at
 its price (:data:`~actors.book.frames.TRADE_DTYPE`). A sequence going backwards outside a
-snapshot is an integrity error too. Errors do not stop the loop: the book keeps applying (so a
-later snapshot can resync it) and the first error of the batch is reported to the owner, which
-quarantines the symbol.
+snapshot is an integrity error too, and so is a ``CLEAR`` flagged ``F_GAP`` (the feed saw a
+sequence gap: the book is emptied, and stays void until a snapshot). Errors do not stop the
+loop: the book keeps applying (so a later snapshot can resync it) and the first error of the
+batch is reported to the owner, which quarantines the symbol.
 
 :class:`LadderBook` is the Python face: it owns the arrays, grows the overflow, re-centres the
 window, and offers the same reading API as the reference :class:`~actors.book.book.L2Book`
@@ -47,8 +48,8 @@ N_STATE = 24
 DONE, GROW_BIDS, GROW_ASKS, RECENTER, BAD_KIND = 0, 1, 2, 3, 4
 
 # integrity error codes
-ERR_NONE, ERR_SEQ, ERR_CROSSED, ERR_KIND = 0, 1, 2, 3
-ERROR_NAMES = {ERR_SEQ: "sequence", ERR_CROSSED: "crossed", ERR_KIND: "kind"}
+ERR_NONE, ERR_SEQ, ERR_CROSSED, ERR_KIND, ERR_GAP = 0, 1, 2, 3, 4
+ERROR_NAMES = {ERR_SEQ: "sequence", ERR_CROSSED: "crossed", ERR_KIND: "kind", ERR_GAP: "gap"}
 
 NO_PRICE = np.iinfo(np.int64).min
 
@@ -285,6 +286,11 @@ def apply_batch(
             continue
         if k == 3:  # CLEAR
             _clear(st, bid, ask)
+            if flags[i] & 4 and st[ERR_CODE] == 0:  # F_GAP: the feed lost data
+                st[ERR_CODE] = ERR_GAP
+                st[ERR_ROW] = i
+                st[ERR_A] = seq[i]
+                st[ERR_B] = st[LAST_SEQ]
         elif k == 0 or k == 2:  # DELTA / SNAPSHOT
             if k == 2 and st[IN_SNAP] == 0:
                 # a resync: the snapshot replaces the book and whatever broke it before

@@ -20,7 +20,9 @@ Market-by-order (L3) rows name one resting order by ``order_id`` (0 on every L2 
 An L3 book (:mod:`actors.book.l3`) turns these into L2 level sizes; ``CLEAR`` clears both.
 
 ``flags`` carries ``F_LAST`` on the last row of an exchange message (the book is consistent
-after it, so features may be sampled there) and ``F_SNAPSHOT`` on snapshot rows.
+after it, so features may be sampled there) and ``F_SNAPSHOT`` on snapshot rows. A feed that
+detects a sequence gap sends a ``CLEAR`` row flagged ``F_GAP``: the book is emptied and the
+symbol quarantined until a snapshot resyncs it.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ ASK = 1
 # flags
 F_LAST = 1
 F_SNAPSHOT = 2
+F_GAP = 4  # on a CLEAR row: the feed lost data (sequence gap); the book is void until resync
 
 MD_DTYPE = np.dtype(
     [

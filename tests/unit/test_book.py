@@ -205,3 +205,31 @@ def test_five_step_return_uses_the_mid_five_decisions_back() -> None:
     f = dict(zip(FEATURE_NAMES, upd.decision.features.tolist(), strict=True))
     assert abs(f["ret_5_bps"] - math.log(mids[-1] / mids[-6]) * 1e4) < 1e-2
     assert abs(f["ret_1_bps"] - math.log(mids[-1] / mids[-2]) * 1e4) < 1e-2
+
+
+def test_feed_gap_voids_the_book_and_quarantines_until_snapshot() -> None:
+    from actors.core.batch import F_GAP
+
+    eng = engine()
+    eng.on_batch(snapshot([(100, 1.0)], [(101, 1.0)]))
+    upd = eng.on_batch(make_rows([(CLEAR, 0, 0, 0.0, F_LAST | F_GAP)], start_seq=9))
+    assert upd.view.quarantined and upd.quarantine_kind == "gap"
+    assert "gap" in upd.quarantine_reason and upd.view.bid_ticks == ()
+    # deltas after the gap do not lift the quarantine; only a snapshot does
+    upd = eng.on_batch(make_rows([(DELTA, BID, 100, 1.0, F_LAST)], start_seq=10))
+    assert upd.view.quarantined and upd.quarantine_reason == ""  # reported once
+    resync = snapshot([(100, 2.0)], [(101, 2.0)])
+    resync["seq"] = 11
+    upd = eng.on_batch(resync)
+    assert upd.resynced and not upd.view.quarantined and eng.resyncs == 2
+
+
+def test_engine_checkpoint_restore_continues_like_the_original() -> None:
+    a, b = engine(), engine()
+    first = snapshot([(100, 1.0), (98, 2.0), (5, 3.0)], [(101, 1.0), (900_000, 4.0)])
+    later = make_rows([(DELTA, BID, 100, 0.0, 0), (DELTA, ASK, 99, 1.5, F_LAST)], start_seq=2)
+    a.on_batch(first)
+    b.restore(a.snapshot())
+    assert b.book.snapshot()["bids"] == a.book.snapshot()["bids"]
+    ua, ub = a.on_batch(later), b.on_batch(later)
+    assert ua.view == ub.view and a.book.snapshot() == b.book.snapshot()
