@@ -3,9 +3,10 @@
 It applies market-data batches with the compiled book kernel (:mod:`actors.book.ladder`),
 turning market-by-order rows into level sizes first through an L3 book
 (:mod:`actors.book.l3`) when the feed is L3. Integrity is enforced at every message boundary
-(``F_LAST``): a crossed book, a sequence going backwards, or an L3 inconsistency quarantines the
-symbol (decision points flagged invalid, the book view marked ``quarantined`` so the risk actor
-denies orders on it) until a snapshot resyncs it. It emits one
+(``F_LAST``): a crossed book, a sequence going backwards, a feed gap or an L3 inconsistency
+quarantines the symbol (decision points flagged invalid, the book view marked ``quarantined`` so
+the risk actor denies orders on it) until a snapshot resyncs it. An L3 book holds every order,
+so a cross on it (a pre-open auction) lifts by itself once the book uncrosses. It emits one
 :class:`~actors.core.views.DecisionPoint` per batch that ends with a complete message (a batch
 cut mid-message gets none: the book is not consistent there).
 """
@@ -71,6 +72,7 @@ class SymbolEngine:
         self.features = FeatureEngine(features_cfg, float(instrument.tick_size))
         self.quarantined = False
         self.quarantine_reason = ""
+        self.quarantine_kind = ""
         self.quarantines = 0
         self.resyncs = 0
         self.decisions = 0
@@ -114,6 +116,7 @@ class SymbolEngine:
             self.resyncs += 1
             self.quarantined = False
             self.quarantine_reason = ""
+            self.quarantine_kind = ""
         if code and not reason:
             reason, kind = _describe(code, row, a, b, self.instrument)
         self.events += n
@@ -122,7 +125,24 @@ class SymbolEngine:
         elif reason:
             self.quarantined = True
             self.quarantine_reason = reason
+            self.quarantine_kind = kind
             self.quarantines += 1
+        if (
+            self.quarantined
+            and self.quarantine_kind == "crossed"
+            and self.l3 is not None
+            and not self.l3.needs_resync
+            and rows[-1]["flags"] & F_LAST
+            and not book.crossed
+        ):
+            # An L3 book holds every resting order, so it is its own resync: a cross (a
+            # pre-open auction book, say) is quarantined while it lasts and lifts once the venue
+            # uncrosses. An L2 diff book cannot verify itself and waits for a snapshot.
+            self.quarantined = False
+            self.quarantine_reason = ""
+            self.quarantine_kind = ""
+            self.resyncs += 1
+            resynced = True
         self.features.update(msgs, trades, l3_iceberg_refills=l3_refills)
         decision = None
         last = rows[-1]
@@ -204,6 +224,7 @@ class SymbolEngine:
             "l3": self.l3.snapshot() if self.l3 is not None else None,
             "quarantined": self.quarantined,
             "quarantine_reason": self.quarantine_reason,
+            "quarantine_kind": self.quarantine_kind,
             "decisions": self.decisions,
             "events": self.events,
         }
@@ -217,6 +238,7 @@ class SymbolEngine:
             self.l3 = L3Book.restore(image["l3"])
         self.quarantined = bool(image["quarantined"])
         self.quarantine_reason = str(image["quarantine_reason"])
+        self.quarantine_kind = str(image.get("quarantine_kind", ""))
         self.decisions = int(image["decisions"])
         self.events = int(image["events"])
 

@@ -245,3 +245,31 @@ def test_dbn_file_reads_the_same_rows_as_the_csv(loaded):
         "esh4-glbx-mdp3-20231225.mbo.dbn.zst"), stats=dbn_stats)]
     assert np.concatenate(dbn).tobytes() == np.concatenate(batches).tobytes()
     assert dbn_stats == stats
+
+
+def test_symbol_engine_quarantines_the_preopen_cross_and_heals_after_the_uncross(loaded):
+    """Through the SymbolEngine (the SymbolActor's engine): the crossed pre-open book is
+    quarantined (decisions invalid), and the L3 book lifts it by itself after the open."""
+    from actors.book.engine import SymbolEngine
+    from actors.core.clock import SimClock
+    from actors.feed.databento import databento_instrument
+    from cluster.config import BookConfig, FeaturesConfig
+
+    batches, _stats = loaded
+    eng = SymbolEngine(databento_instrument("ESH4"), BookConfig(), FeaturesConfig(window=2),
+                       SimClock())
+    quarantined_at: list[int] = []
+    valid_after_open = 0
+    for rows in batches:
+        for i in range(0, len(rows), 512):
+            upd = eng.on_batch(rows[i : i + 512])
+            assert upd.errors == ()
+            if upd.view.quarantined:
+                quarantined_at.append(int(rows[min(i + 511, len(rows) - 1)]["ts_event"]))
+            if upd.decision is not None and upd.decision.ts_event > UNCROSS_NS:
+                valid_after_open += upd.decision.valid
+    assert eng.quarantines >= 1 and quarantined_at
+    assert max(quarantined_at) <= UNCROSS_NS + 1_000_000_000  # healed at the uncross
+    assert not eng.quarantined and valid_after_open > 50
+    top = eng.book.top(1)
+    assert (top[0], top[2]) == ([4810 * 4], [4810 * 4 + 1])  # 4810.00 / 4810.25 in 0.25 ticks
