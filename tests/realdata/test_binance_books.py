@@ -53,6 +53,43 @@ def test_book_is_exact_at_every_ticker_on_a_diff_boundary(session: str) -> None:
     assert wrong == [], f"{len(wrong)} of {len(compared)} tickers differ, first {wrong[:1]}"
 
 
+@pytest.mark.skipif(not BINANCE.exists(), reason=f"real data folder {BINANCE} is absent")
+@pytest.mark.parametrize("session", sorted(SESSIONS))
+def test_compiled_book_is_exact_at_every_ticker_on_a_diff_boundary(session: str) -> None:
+    """The production kernel (LadderBook, with a small window so the sorted overflow and the
+    re-centring are exercised too) against every bookTicker on a diff boundary."""
+    from actors.book.ladder import LadderBook
+
+    book = LadderBook(4_096)
+    ref = L2Book()
+    at_update: dict[int, tuple[int, float, int, float]] = {}
+    tickers: list[BookTicker] = []
+    for _sym, item, _sync in read_session([BINANCE / f for f in SESSIONS[session]]):
+        if isinstance(item, BookTicker):
+            tickers.append(item)
+            continue
+        msgs, _trades = book.apply(item, capture=True)
+        assert book.error[0] == 0, book.error
+        for m in msgs:
+            at_update[int(m["seq"])] = (
+                int(m["bid_px"][0]), float(m["bid_sz"][0]), int(m["ask_px"][0]),
+                float(m["ask_sz"][0]),
+            )
+        for _ in apply_rows(ref, item):
+            pass
+    compared = [t for t in tickers if t.update_id in at_update]
+    wrong = [
+        t for t in compared
+        if at_update[t.update_id] != (t.bid_ticks, float(t.bid_size), t.ask_ticks,
+                                      float(t.ask_size))
+    ]
+    assert len(compared) > 300
+    assert wrong == [], f"{len(wrong)} of {len(compared)} tickers differ, first {wrong[:1]}"
+    # and the whole final book, every level
+    assert book.snapshot()["bids"] == ref.snapshot()["bids"]
+    assert book.snapshot()["asks"] == ref.snapshot()["asks"]
+
+
 @pytest.mark.ray
 @pytest.mark.skipif(not BINANCE.exists(), reason=f"real data folder {BINANCE} is absent")
 def test_replay_through_symbol_actors_writes_the_exact_final_books(ray_cluster, tmp_path):

@@ -10,7 +10,17 @@ from hypothesis import strategies as st
 from actors.book.book import L2Book
 from actors.book.frames import reference_frames
 from actors.book.ladder import ERR_CROSSED, ERR_SEQ, LadderBook
-from actors.core.batch import ASK, BID, CLEAR, DELTA, F_LAST, F_SNAPSHOT, SNAPSHOT, TRADE, empty_rows
+from actors.core.batch import (
+    ASK,
+    BID,
+    CLEAR,
+    DELTA,
+    F_LAST,
+    F_SNAPSHOT,
+    SNAPSHOT,
+    TRADE,
+    empty_rows,
+)
 
 
 def rows_of(spec: list[tuple[int, int, int, float, int]], seq0: int = 1) -> np.ndarray:
