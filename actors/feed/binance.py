@@ -13,17 +13,28 @@ Book sync (Binance's documented procedure):
   ``U <= lastUpdateId + 1 <= u``; afterwards ``U == previous u + 1``.
 
 Diffs that arrive before the snapshot are buffered; a break in the chain is a gap: the symbol
-stops emitting rows until a new snapshot (counted in ``gaps``; nothing is applied blindly).
+emits a ``CLEAR`` row flagged ``F_GAP`` (the SymbolActor empties and quarantines the book) and
+then nothing until a new snapshot (counted in ``gaps``; nothing is applied blindly).
 
 Clocks: ``ts_event`` is the exchange event time ``E`` (trades: ``T``), ``ts_init`` the
 recorder's receive time. ``seq`` is the final update id ``u`` of the diff (the snapshot's
 ``lastUpdateId``); trades carry the last applied ``u``.
+
+Bad input is counted in ``rejected`` and reported in ``errors`` (field, rule, value), never a
+crash: a line that is not ``<ns> <json>``, a message with a missing or mistyped field, a price
+that is not a whole number of ticks (never rounded). A diff that cannot be applied breaks the
+book like a gap does: nothing more is emitted for the symbol until a new snapshot.
+
+Two decoders produce identical output: the compiled one (:mod:`actors.feed.binance_fast`,
+the default) and the ``json`` reference (``fast=False``), which the compiled one hands every
+line it does not take itself.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -32,9 +43,21 @@ from typing import Any
 
 import numpy as np
 
-from actors.core.batch import ASK, BID, DELTA, F_LAST, F_SNAPSHOT, MD_DTYPE, SNAPSHOT, TRADE
+from actors.core.batch import (
+    ASK,
+    BID,
+    CLEAR,
+    DELTA,
+    F_GAP,
+    F_LAST,
+    F_SNAPSHOT,
+    MD_DTYPE,
+    SNAPSHOT,
+    TRADE,
+)
 from actors.core.errors import ValidationError
 from actors.core.instruments import Instrument
+from actors.feed import binance_fast as bf
 
 # Exchange filters (PRICE_FILTER tickSize, LOT_SIZE stepSize) of the recorded symbols.
 KNOWN_INSTRUMENTS: Mapping[tuple[str, str], tuple[str, str]] = {
@@ -43,6 +66,8 @@ KNOWN_INSTRUMENTS: Mapping[tuple[str, str], tuple[str, str]] = {
     ("spot", "BTCUSDT"): ("0.01", "0.00001"),
     ("spot", "ETHUSDT"): ("0.01", "0.0001"),
 }
+
+_NO_CUT = 1 << 62  # batch_rows that never cuts (replaying buffered diffs)
 
 
 def binance_instrument(market: str, symbol: str) -> Instrument:
@@ -82,6 +107,46 @@ class SyncStats:
     errors: list[str] = field(default_factory=list)
 
 
+# --- field access (the reference decoder's rules) ------------------------------------------
+def _req(d: Mapping[str, Any], key: str) -> Any:
+    if key not in d:
+        raise ValidationError(key, "present", "missing")
+    return d[key]
+
+
+def _int(d: Mapping[str, Any], key: str) -> int:
+    v = _req(d, key)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValidationError(key, "an integer", v)
+    return v
+
+
+def _bool(d: Mapping[str, Any], key: str) -> bool:
+    v = _req(d, key)
+    if not isinstance(v, bool):
+        raise ValidationError(key, "a boolean", v)
+    return v
+
+
+def _text(d: Mapping[str, Any], key: str) -> str:
+    v = _req(d, key)
+    if not isinstance(v, str):
+        raise ValidationError(key, "a decimal string", v)
+    return v
+
+
+def _size(q: Any) -> float:
+    if isinstance(q, bool) or not isinstance(q, str | int | float):
+        raise ValidationError("size", "a decimal number", q)
+    try:
+        v = float(q)
+    except ValueError:
+        raise ValidationError("size", "a decimal number", q) from None
+    if not (math.isfinite(v) and v >= 0):
+        raise ValidationError("size", "finite and >= 0", q)
+    return v
+
+
 class _Rows:
     """Growable columns of MD_DTYPE rows (no per-row numpy calls)."""
 
@@ -100,6 +165,11 @@ class _Rows:
         c[6].append(sz)
         c[7].append(flags)
 
+    def add_levels(self, te: int, ti: int, seq: int, kind: int,
+                   levels: list[tuple[int, int, float]], flags: int) -> None:
+        for side, px, sz in levels:
+            self.add(te, ti, seq, kind, side, px, sz, flags)
+
     def mark_last(self) -> None:
         if self.cols[7]:
             self.cols[7][-1] |= F_LAST
@@ -115,6 +185,67 @@ class _Rows:
         return out
 
 
+class _ArrayRows:
+    """MD_DTYPE rows in one preallocated array that the compiled kernel writes into.
+
+    Rows ``lo .. n`` are not yet taken; a take copies them out and resets to empty.
+    """
+
+    def __init__(self, capacity: int = 1 << 17) -> None:
+        self.buf = np.zeros(capacity, dtype=MD_DTYPE)
+        self.lo = 0
+        self.n = 0
+
+    def reserve(self, extra: int) -> None:
+        """Make room for ``extra`` more rows (compacts, then grows)."""
+        if self.n + extra <= len(self.buf):
+            return
+        if self.lo:
+            live = self.n - self.lo
+            self.buf[:live] = self.buf[self.lo:self.n]
+            self.lo, self.n = 0, live
+        if self.n + extra > len(self.buf):
+            new = np.zeros(max(2 * len(self.buf), self.n + extra), dtype=MD_DTYPE)
+            new[:self.n] = self.buf[:self.n]
+            self.buf = new
+
+    def add(self, te: int, ti: int, seq: int, kind: int, side: int, px: int, sz: float,
+            flags: int) -> None:
+        self.reserve(1)
+        self.buf[self.n] = (te, ti, seq, kind, side, px, sz, flags, 0)
+        self.n += 1
+
+    def add_levels(self, te: int, ti: int, seq: int, kind: int,
+                   levels: list[tuple[int, int, float]], flags: int) -> None:
+        m = len(levels)
+        if not m:
+            return
+        self.reserve(m)
+        out = self.buf[self.n:self.n + m]
+        sides, prices, sizes = zip(*levels, strict=True)
+        out["ts_event"], out["ts_init"], out["seq"], out["kind"] = te, ti, seq, kind
+        out["side"], out["price"], out["size"] = sides, prices, sizes
+        out["flags"], out["order_id"] = flags, 0
+        self.n += m
+
+    def mark_last(self) -> None:
+        if self.n > self.lo:
+            self.buf["flags"][self.n - 1] |= F_LAST
+
+    def __len__(self) -> int:
+        return self.n - self.lo
+
+    def take(self) -> np.ndarray:
+        return self.take_until(self.n)
+
+    def take_until(self, end: int) -> np.ndarray:
+        out = self.buf[self.lo:end].copy()
+        self.lo = end
+        if self.lo == self.n:
+            self.lo = self.n = 0
+        return out
+
+
 class BinanceSymbolSync:
     """Sync state of one symbol: buffers, validates the update-id chain, emits rows."""
 
@@ -123,25 +254,44 @@ class BinanceSymbolSync:
         self.market = market
         self.synced = False
         self.last_u: int | None = None
-        self.pending: list[tuple[int, dict[str, Any]]] = []
+        self._first_after = 0  # the snapshot's lastUpdateId, until the first applied diff
+        self.pending: list[tuple[int, Any]] = []
         self.stats = SyncStats()
-        self.rows = _Rows()
+        self.rows: _Rows | _ArrayRows = _Rows()
+
+    def reject(self, what: str, exc: ValidationError | str) -> None:
+        """Count a message that cannot be used and keep its reason."""
+        self.stats.rejected += 1
+        self.stats.errors.append(f"{self.instrument.symbol} {what}: {exc}")
+
+    def _levels(self, d: Mapping[str, Any], keys: tuple[str, str]) -> list[tuple[int, int, float]]:
+        """``(side, ticks, size)`` of every level, bids first; raises on the first bad one."""
+        ins = self.instrument
+        out: list[tuple[int, int, float]] = []
+        for side, key in ((BID, keys[0]), (ASK, keys[1])):
+            levels = _req(d, key)
+            if not isinstance(levels, list):
+                raise ValidationError(key, "a list of [price, qty] pairs", levels)
+            for lv in levels:
+                if not isinstance(lv, list) or len(lv) != 2:
+                    raise ValidationError(key, "a list of [price, qty] pairs", lv)
+                out.append((side, ins.price_to_ticks(lv[0]), _size(lv[1])))
+        return out
 
     # --- messages ----------------------------------------------------------------------------
     def on_snapshot(self, snap: dict[str, Any], ts_init: int) -> None:
         """Apply a REST snapshot, then the buffered diffs that follow it."""
-        ins = self.instrument
-        last_id = int(snap["lastUpdateId"])
-        te = int(snap.get("E", 0)) * 1_000_000 or ts_init
-        rows = self.rows
-        n0 = len(rows)
-        for side, levels in ((BID, snap["bids"]), (ASK, snap["asks"])):
-            for px, qty in levels:
-                rows.add(te, ts_init, last_id, SNAPSHOT, side, ins.price_to_ticks(px),
-                         float(qty), F_SNAPSHOT)
-        if len(rows) == n0:  # an empty book: one clear-like snapshot row is not representable
-            raise ValidationError("snapshot", "non-empty", "no levels")
-        rows.mark_last()
+        try:
+            last_id = _int(snap, "lastUpdateId")
+            te = (_int(snap, "E") if "E" in snap else 0) * 1_000_000 or ts_init
+            levels = self._levels(snap, ("bids", "asks"))
+            if not levels:  # an empty book: one clear-like snapshot row is not representable
+                raise ValidationError("snapshot", "non-empty", "no levels")
+        except ValidationError as exc:
+            self.reject(f"snapshot {snap.get('lastUpdateId')}", exc)
+            return
+        self.rows.add_levels(te, ts_init, last_id, SNAPSHOT, levels, F_SNAPSHOT)
+        self.rows.mark_last()
         self.stats.snapshots += 1
         self.synced = True
         self.last_u = None
@@ -158,43 +308,64 @@ class BinanceSymbolSync:
             st.buffered += 1
             return
         st.diffs += 1
-        big_u, u = int(d["U"]), int(d["u"])
         futures = self.market == "usdm"
-        if self.last_u is None:  # first diff after the snapshot
-            snap_id = self._first_after
-            if u < snap_id or (not futures and u <= snap_id):
-                st.dropped_stale += 1
-                return
-            ok = big_u <= snap_id <= u if futures else big_u <= snap_id + 1 <= u
-        else:
-            ok = int(d["pu"]) == self.last_u if futures else big_u == self.last_u + 1
+        try:
+            big_u, u = _int(d, "U"), _int(d, "u")
+            if self.last_u is None:  # first diff after the snapshot
+                snap_id = self._first_after
+                if u < snap_id or (not futures and u <= snap_id):
+                    st.dropped_stale += 1
+                    return
+                ok = big_u <= snap_id <= u if futures else big_u <= snap_id + 1 <= u
+            else:
+                ok = _int(d, "pu") == self.last_u if futures else big_u == self.last_u + 1
+            if ok:
+                te = _int(d, "E") * 1_000_000
+                levels = self._levels(d, ("b", "a"))
+        except ValidationError as exc:
+            self.reject(f"depthUpdate U={d.get('U')!r} u={d.get('u')!r}", exc)
+            self._lose_sync(ts_init)  # a diff we cannot apply breaks the book
+            return
         if not ok:
             st.gaps += 1
             st.errors.append(
                 f"{self.instrument.symbol}: update chain must continue from {self.last_u}, "
                 f"was U={big_u} u={u} pu={d.get('pu')}"
             )
-            self.synced = False  # wait for a new snapshot; never apply across a gap
+            self._lose_sync(ts_init)  # never apply across a gap
             return
-        ins = self.instrument
-        te = int(d["E"]) * 1_000_000
-        rows = self.rows
-        for side, key in ((BID, "b"), (ASK, "a")):
-            for px, qty in d[key]:
-                rows.add(te, ts_init, u, DELTA, side, ins.price_to_ticks(px), float(qty), 0)
-        rows.mark_last()
+        self.rows.add_levels(te, ts_init, u, DELTA, levels, 0)
+        self.rows.mark_last()
         self.last_u = u
         st.applied += 1
+
+    def _lose_sync(self, ts_init: int) -> None:
+        """The book can no longer follow the exchange: tell the book (a ``CLEAR`` row flagged
+        ``F_GAP``, which empties and quarantines it) and wait for a new snapshot."""
+        self.synced = False
+        seq = self.last_u if self.last_u is not None else self._first_after
+        self.rows.add(ts_init, ts_init, seq, CLEAR, BID, 0, 0.0, F_LAST | F_GAP)
 
     def on_trade(self, d: dict[str, Any], ts_init: int) -> None:
         """Emit one trade row (``m`` true: the buyer was the maker, so the aggressor sold)."""
         if not self.synced or self.last_u is None:
             return
         ins = self.instrument
-        side = ASK if d["m"] else BID
-        self.rows.add(int(d["T"]) * 1_000_000, ts_init, self.last_u, TRADE, side,
-                      ins.price_to_ticks(d["p"]), float(d["q"]), F_LAST)
+        try:
+            te = _int(d, "T") * 1_000_000
+            side = ASK if _bool(d, "m") else BID
+            px, sz = ins.price_to_ticks(_req(d, "p")), _size(_req(d, "q"))
+        except ValidationError as exc:
+            self.reject(f"trade {d.get('t')!r}", exc)
+            return
+        self.rows.add(te, ts_init, self.last_u, TRADE, side, px, sz, F_LAST)
         self.stats.trades += 1
+
+    def ticker(self, symbol: str, d: dict[str, Any], ts_init: int) -> BookTicker:
+        """Decode one ``bookTicker`` (raises :class:`ValidationError` on a bad field)."""
+        ins = self.instrument
+        return BookTicker(symbol, _int(d, "u"), ts_init, ins.price_to_ticks(_req(d, "b")),
+                          _text(d, "B"), ins.price_to_ticks(_req(d, "a")), _text(d, "A"))
 
 
 def _market_of(data: dict[str, Any]) -> str:
@@ -208,11 +379,263 @@ def _open(path: Path) -> Iterable[str]:
     return gzip.open(path, "rt") if path.suffix == ".gz" else open(path)  # noqa: SIM115
 
 
+Item = tuple[str, np.ndarray | BookTicker, BinanceSymbolSync]
+
+
+@dataclass
+class _Session:
+    """What one ``read_session`` call shares across its files."""
+
+    batch_rows: int
+    instruments: Mapping[str, Instrument]
+    tickers: bool
+    fast: bool
+    syncs: dict[str, BinanceSymbolSync] = field(default_factory=dict)
+
+    def sync_for(self, sym: str, data: dict[str, Any]) -> BinanceSymbolSync:
+        sync = self.syncs.get(sym)
+        if sync is None:
+            market = _market_of(data)
+            ins = self.instruments.get(sym) or binance_instrument(market, sym)
+            sync = self.syncs[sym] = (_FastSync if self.fast else BinanceSymbolSync)(ins, market)
+        return sync
+
+
+@dataclass
+class _FileState:
+    """One file's reading state: its symbol (known at its first stream message)."""
+
+    name: str
+    symbol: str | None = None
+    waiting: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # early snapshots
+    bad: list[str] = field(default_factory=list)  # malformed lines before the symbol is known
+
+
+def _bad_line(sess: _Session, fs: _FileState, lineno: int, line: str, rule: str) -> None:
+    err = str(ValidationError(f"{fs.name}:{lineno}", rule, line.rstrip("\n")[:80]))
+    if fs.symbol is None:
+        fs.bad.append(err)
+        return
+    st = sess.syncs[fs.symbol].stats
+    st.rejected += 1
+    st.errors.append(err)
+
+
+def _line_items(sess: _Session, fs: _FileState, lineno: int, line: str) -> Iterator[Item]:
+    """The reference decoder of one line: apply it, yield what the reference yields after it."""
+    ts_s, _, body = line.partition(" ")
+    try:
+        ts_init = int(ts_s)
+        msg = json.loads(body)
+    except ValueError:
+        msg = None
+    if not isinstance(msg, dict):
+        _bad_line(sess, fs, lineno, line, "'<ns> <json object>'")
+        return
+    data = msg.get("data")
+    if data is None and "lastUpdateId" in msg:
+        if fs.symbol is None:
+            fs.waiting.append((ts_init, msg))
+        else:
+            sess.syncs[fs.symbol].on_snapshot(msg, ts_init)
+        return
+    if data is None:
+        return
+    sym = data.get("s") if isinstance(data, dict) else None
+    if not sym:
+        stream = msg.get("stream")
+        sym = stream.split("@")[0].upper() if isinstance(stream, str) else None
+    if not isinstance(data, dict) or not isinstance(sym, str) or not sym:
+        _bad_line(sess, fs, lineno, line, "a stream message with a data object and a symbol")
+        return
+    sync = sess.sync_for(sym, data)
+    if fs.symbol is None:
+        fs.symbol = sym
+        for err in fs.bad:
+            sync.stats.rejected += 1
+            sync.stats.errors.append(err)
+        fs.bad.clear()
+        for ti, snap in fs.waiting:
+            sync.on_snapshot(snap, ti)
+        fs.waiting.clear()
+    kind = data.get("e")
+    if kind == "depthUpdate":
+        sync.on_depth(data, ts_init)
+    elif kind == "trade":
+        sync.on_trade(data, ts_init)
+    elif "A" in data and "B" in data:  # bookTicker (spot has no "e")
+        if not sess.tickers:
+            return
+        try:
+            ticker = sync.ticker(sym, data, ts_init)
+        except ValidationError as exc:
+            sync.reject(f"bookTicker {data.get('u')!r}", exc)
+            return
+        if len(sync.rows):
+            yield sym, sync.rows.take(), sync
+        yield sym, ticker, sync
+        return
+    if len(sync.rows) >= sess.batch_rows:
+        yield sym, sync.rows.take(), sync
+
+
+def _end_file(fs: _FileState) -> None:
+    if fs.bad:  # no stream message at all to attribute them to
+        raise ValidationError(fs.name, "a recording with at least one stream message",
+                              f"{len(fs.bad)} malformed lines, first: {fs.bad[0]}")
+
+
+def _read_file_json(sess: _Session, path: Path) -> Iterator[Item]:
+    fs = _FileState(path.name)
+    with _open(path) as lines:
+        for lineno, line in enumerate(lines, start=1):
+            yield from _line_items(sess, fs, lineno, line)
+    _end_file(fs)
+
+
+# --- the compiled path ---------------------------------------------------------------------
+class _FastRef:
+    """A buffered diff of the compiled path: line ``line`` of a parsed file."""
+
+    __slots__ = ("file", "line")
+
+    def __init__(self, file: _FastFile, line: int) -> None:
+        self.file = file
+        self.line = line
+
+
+class _FastSync(BinanceSymbolSync):
+    """The sync of the compiled path: rows in an array the kernel writes, diffs by line."""
+
+    def __init__(self, instrument: Instrument, market: str) -> None:
+        super().__init__(instrument, market)
+        self.rows = _ArrayRows()
+
+    def on_depth(self, d: Any, ts_init: int) -> None:
+        if isinstance(d, _FastRef):
+            d.file.replay(self, d.line)
+        else:
+            super().on_depth(d, ts_init)
+
+
+class _FastFile:
+    """One decompressed file, scanned and parsed by the compiled parser for one symbol."""
+
+    def __init__(self, data: bytes, buf: np.ndarray, scan: tuple, first: int, symbol: str,
+                 sync: BinanceSymbolSync) -> None:
+        self.data = data
+        self.starts, self.ends, body, self.kinds, self.ts, _clean = scan
+        tick_m, tick_e = bf.tick_parts(sync.instrument.tick_size)
+        sym = np.frombuffer(symbol.encode(), dtype=np.uint8).copy()
+        (self.refs, self.dm, self.lside, self.lpx, self.lsz, self.tr, self.tsz,
+         self.tk) = bf.parse_lines(buf, self.ends, body, self.kinds, first, tick_m, tick_e, sym,
+                                   bf.WANT_ALL)
+        self._tk: list[list[int]] | None = None
+
+    def text(self, i: int) -> str:
+        """Line ``i`` as the text-mode reader returns it (with its newline)."""
+        return self.data[self.starts[i]:self.ends[i] + 1].decode()
+
+    def ticker(self, i: int, sym: str) -> BookTicker:
+        if self._tk is None:  # Python ints once per file, not numpy scalars per ticker
+            self._tk = self.tk.tolist()
+        _line, u, bid, ask, b0, b1, a0, a1 = self._tk[self.refs[i]]
+        d = self.data
+        return BookTicker(sym, u, int(self.ts[i]), bid, d[b0:b1].decode(), ask,
+                          d[a0:a1].decode())
+
+    def run(self, sync: BinanceSymbolSync, order: np.ndarray, j0: int, batch_rows: int,
+            tickers: bool) -> tuple[int, int, list[list[int]], list[int], int]:
+        """Run the sync kernel over ``order[j0:]``; write the sync state back (not the
+        counters: the caller sets them per event, then the final ones)."""
+        rows = sync.rows
+        assert isinstance(rows, _ArrayRows)
+        last = sync.last_u
+        st = np.array([sync.synced, last is not None, last or 0, sync._first_after,
+                       sync.market == "usdm", rows.lo, rows.n, 0], dtype=np.int64)
+        s = sync.stats
+        cnt = np.array([s.diffs, s.applied, s.dropped_stale, s.buffered, s.trades],
+                       dtype=np.int64)
+        m = len(order) - j0
+        ev = np.empty((2 * m + 2, bf.N_EV), dtype=np.int64)
+        pend = np.empty(m, dtype=np.int64)
+        reason, j, ne, npd = bf.sync_run(order, j0, self.kinds, self.refs, self.ts, self.dm,
+                                         self.lside, self.lpx, self.lsz, self.tr, self.tsz,
+                                         rows.buf, st, cnt, batch_rows, tickers, ev, pend)
+        sync.synced = bool(st[bf.S_SYNCED])
+        sync.last_u = int(st[bf.S_LAST_U]) if st[bf.S_HAS_LAST] else None
+        rows.n = int(st[bf.S_N])
+        for line in pend[:npd].tolist():
+            sync.pending.append((int(self.ts[line]), _FastRef(self, line)))
+        return int(reason), int(j), ev[:ne].tolist(), cnt.tolist(), int(st[bf.S_NEED])
+
+    def replay(self, sync: BinanceSymbolSync, line: int) -> None:
+        """Apply one buffered diff (``on_snapshot`` replaying the buffer)."""
+        order = np.array([line], dtype=np.int64)
+        while True:
+            reason, _j, _ev, counts, need = self.run(sync, order, 0, _NO_CUT, False)
+            _set_counts(sync.stats, counts)
+            if reason == bf.R_FULL:
+                sync.rows.reserve(need)  # type: ignore[union-attr]
+                continue
+            if reason == bf.R_PY:
+                msg = json.loads(self.text(line).partition(" ")[2])
+                BinanceSymbolSync.on_depth(sync, msg["data"], int(self.ts[line]))
+            return
+
+
+def _set_counts(s: SyncStats, c: list[int]) -> None:
+    s.diffs, s.applied, s.dropped_stale, s.buffered, s.trades = c
+
+
+def _read_file_fast(sess: _Session, path: Path) -> Iterator[Item]:
+    raw = path.read_bytes()
+    data = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    buf = np.frombuffer(data, dtype=np.uint8)
+    scan = bf.scan_lines(buf)
+    if not scan[5]:  # a \r or non-ASCII byte: text-mode reading may split/decode differently
+        yield from _read_file_json(sess, path)
+        return
+    starts, ends = scan[0], scan[1]
+    n = len(starts)
+    fs = _FileState(path.name)
+    i = 0
+    while i < n and fs.symbol is None:  # the reference reads up to the first stream message
+        yield from _line_items(sess, fs, i + 1, data[starts[i]:ends[i] + 1].decode())
+        i += 1
+    if fs.symbol is not None:
+        sym = fs.symbol
+        sync = sess.syncs[sym]
+        rows = sync.rows
+        assert isinstance(rows, _ArrayRows)
+        ff = _FastFile(data, buf, scan, i, sym, sync)
+        order = np.arange(n, dtype=np.int64)
+        stats = sync.stats
+        j = i
+        while j < n:
+            reason, j, events, counts, need = ff.run(sync, order, j, sess.batch_rows,
+                                                     sess.tickers)
+            for typ, value, *c in events:
+                _set_counts(stats, c)
+                if typ == bf.EV_CUT:
+                    yield sym, rows.take_until(value), sync
+                else:
+                    yield sym, ff.ticker(value, sym), sync
+            _set_counts(stats, counts)
+            if reason == bf.R_FULL:
+                rows.reserve(need)
+            elif reason == bf.R_PY:
+                yield from _line_items(sess, fs, j + 1, ff.text(j))
+                j += 1
+    _end_file(fs)
+
+
 def read_session(
     paths: Iterable[str | Path],
     batch_rows: int = 20_000,
     instruments: Mapping[str, Instrument] | None = None,
     tickers: bool = True,
+    fast: bool = True,
 ) -> Iterator[tuple[str, np.ndarray | BookTicker, BinanceSymbolSync]]:
     """Yield ``(symbol, rows | BookTicker, sync)`` in file order across a multi-file session.
 
@@ -227,56 +650,21 @@ def read_session(
         instruments: Override the instrument per symbol (default: :data:`KNOWN_INSTRUMENTS`).
         tickers: Yield ``bookTicker`` messages (and cut batches before each); without them,
             batches are only cut by size, which is much faster.
+        fast: Decode with the compiled parser (:mod:`actors.feed.binance_fast`); ``False``
+            decodes every line with ``json`` (the reference). Both yield the same items in
+            the same order, with the same ``sync.stats`` at every item.
+
+    Example:
+        >>> for sym, item, sync in read_session(["btcusdt_20240808.gz"]):  # doctest: +SKIP
+        ...     book.apply(item) if isinstance(item, np.ndarray) else check(item)
     """
-    syncs: dict[str, BinanceSymbolSync] = {}
+    sess = _Session(batch_rows, instruments or {}, tickers, fast)
     for path in paths:
         path = Path(path)
-        symbol: str | None = None
-        waiting: list[tuple[int, dict[str, Any]]] = []  # a snapshot before we know the symbol
-        for lineno, line in enumerate(_open(path), start=1):
-            ts_s, _, body = line.partition(" ")
-            try:
-                ts_init = int(ts_s)
-                msg = json.loads(body)
-            except (ValueError, json.JSONDecodeError):
-                raise ValidationError(f"{path.name}:{lineno}", "'<ns> <json>'", line[:80]) from None
-            data = msg.get("data")
-            if data is None and "lastUpdateId" in msg:
-                if symbol is None:
-                    waiting.append((ts_init, msg))
-                else:
-                    syncs[symbol].on_snapshot(msg, ts_init)
-                continue
-            if data is None:
-                continue
-            sym = data.get("s") or msg["stream"].split("@")[0].upper()
-            sync = syncs.get(sym)
-            if sync is None:
-                market = _market_of(data)
-                ins = (instruments or {}).get(sym) or binance_instrument(market, sym)
-                sync = syncs[sym] = BinanceSymbolSync(ins, market)
-            if symbol is None:
-                symbol = sym
-                for ti, snap in waiting:
-                    sync.on_snapshot(snap, ti)
-                waiting.clear()
-            kind = data.get("e")
-            if kind == "depthUpdate":
-                sync.on_depth(data, ts_init)
-            elif kind == "trade":
-                sync.on_trade(data, ts_init)
-            elif "A" in data and "B" in data:  # bookTicker (spot has no "e")
-                if not tickers:
-                    continue
-                if len(sync.rows):
-                    yield sym, sync.rows.take(), sync
-                ins = sync.instrument
-                yield sym, BookTicker(sym, int(data["u"]), ts_init,
-                                      ins.price_to_ticks(data["b"]), data["B"],
-                                      ins.price_to_ticks(data["a"]), data["A"]), sync
-                continue
-            if len(sync.rows) >= batch_rows:
-                yield sym, sync.rows.take(), sync
-    for sym, sync in syncs.items():
+        if fast:
+            yield from _read_file_fast(sess, path)
+        else:
+            yield from _read_file_json(sess, path)
+    for sym, sync in sess.syncs.items():
         if len(sync.rows):
             yield sym, sync.rows.take(), sync
