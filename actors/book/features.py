@@ -323,9 +323,23 @@ def _stoikov_state(bp, bq, ap, aq, n_imb, n_spread):
     return (s - 1) * n_imb + b
 
 
+@njit(cache=True, inline="always")
+def _stoikov_count(stc, x, y, dm, v):
+    """Add ``v`` to the counts of transition ``x -> y`` with mid move ``dm`` (half ticks):
+    ``stc = [Q | T | R]``, columns ``0..ns-1`` stays, ``ns..2ns-1`` moves, ``2ns..2ns+3`` the
+    move sizes -1, -1/2, +1/2, +1 tick."""
+    ns = stc.shape[0]
+    if dm == 0:
+        stc[x, y] += v
+    else:
+        stc[x, ns + y] += v
+        k = dm + 2 if dm < 0 else dm + 1
+        stc[x, 2 * ns + k] += v
+
+
 @njit(cache=True)
 def _on_msg(ts, bpx, bsz, apx, asz, sf, si, bk_px, bk_sz, wall_prev, wall_cur, ofi, scratch,
-            stk, pf, pi):
+            stk, stc, pf, pi):
     """Apply one message end; return True when the Stoikov estimator is due for a refit."""
     have = si[I_HAVE_BOOK] == 1
     si[I_NMSG] += 1
@@ -396,10 +410,14 @@ def _on_msg(ts, bpx, bsz, apx, asz, sf, si, bk_px, bk_sz, wall_prev, wall_cur, o
         if x >= 0 and si[I_STK_PREV_X] >= 0:
             dm = m2 - si[I_STK_PREV_M2]
             if -2 <= dm <= 2:
-                h = si[I_STK_N] % stk.shape[1]
+                cap = stk.shape[1]
+                h = si[I_STK_N] % cap
+                if si[I_STK_N] >= cap:  # the ring is full: the oldest transition leaves
+                    _stoikov_count(stc, stk[0, h], stk[1, h], stk[2, h], -1.0)
                 stk[0, h] = si[I_STK_PREV_X]
                 stk[1, h] = x
                 stk[2, h] = dm
+                _stoikov_count(stc, si[I_STK_PREV_X], x, dm, 1.0)
                 si[I_STK_N] += 1
         si[I_STK_PREV_X] = x
         si[I_STK_PREV_M2] = m2
@@ -510,7 +528,7 @@ def _on_trade(ts, px, size, side, shown, sf, si, sig, bkt, prof_bin, prof_sz, pf
 @njit(cache=True)
 def _run(m_ts, m_bpx, m_bsz, m_apx, m_asz, t_ts, t_px, t_sz, t_side, t_shown, t_msg, i, j,
          sf, si, bk_px, bk_sz, wall_prev, wall_cur, ofi, scratch, sig, bkt, prof_bin, prof_sz,
-         stk, pf, pi):
+         stk, stc, pf, pi):
     """Replay messages from ``i`` and trades from ``j`` in stream order.
 
     Returns ``(i, j, refit)``: where it stopped and whether it stopped for a Stoikov refit.
@@ -525,7 +543,7 @@ def _run(m_ts, m_bpx, m_bsz, m_apx, m_asz, t_ts, t_px, t_sz, t_side, t_shown, t_
         if i >= n:
             return i, j, False
         refit = _on_msg(m_ts[i], m_bpx[i], m_bsz[i], m_apx[i], m_asz[i], sf, si, bk_px, bk_sz,
-                        wall_prev, wall_cur, ofi, scratch, stk, pf, pi)
+                        wall_prev, wall_cur, ofi, scratch, stk, stc, pf, pi)
         i += 1
         if refit:
             return i, j, True
@@ -718,27 +736,31 @@ def _decide(sf, si, bk_px, bk_sz, ofi, scratch, bkt, prof_bin, prof_sz, g, mids,
     return True
 
 
-def _stoikov_fit(
-    stk: np.ndarray, n: int, n_imb: int, n_spread: int, iterations: int
-) -> np.ndarray:
-    """Fit Stoikov's adjustment ``g`` (ticks, per state) on ``n`` stored transitions."""
-    ns = n_imb * n_spread
+def _stoikov_counts(stk: np.ndarray, n: int, ns: int) -> np.ndarray:
+    """Transition counts ``[Q | T | R]`` of the first ``n`` stored transitions (the plain
+    recount; the engine keeps the same counts incrementally)."""
     x, y, dm = (stk[r, :n].astype(np.int64) for r in range(3))
-
-    def mirror(s: np.ndarray) -> np.ndarray:
-        return (s // n_imb) * n_imb + (n_imb - 1 - s % n_imb)
-
-    x = np.concatenate([x, mirror(x)])
-    y = np.concatenate([y, mirror(y)])
-    dm = np.concatenate([dm, -dm])
-    moved = dm != 0
-    qc = np.zeros((ns, ns))
-    tc = np.zeros((ns, ns))
-    rc = np.zeros((ns, 4))
-    np.add.at(qc, (x[~moved], y[~moved]), 1.0)
-    np.add.at(tc, (x[moved], y[moved]), 1.0)
+    stay = dm == 0
+    moved = ~stay
+    qc = np.bincount(x[stay] * ns + y[stay], minlength=ns * ns).reshape(ns, ns)
+    tc = np.bincount(x[moved] * ns + y[moved], minlength=ns * ns).reshape(ns, ns)
     kidx = np.searchsorted(np.array([-2, -1, 1, 2]), dm[moved])
-    np.add.at(rc, (x[moved], kidx), 1.0)
+    rc = np.bincount(x[moved] * 4 + kidx, minlength=ns * 4).reshape(ns, 4)
+    return np.hstack([qc, tc, rc]).astype(float)
+
+
+def _stoikov_solve(
+    counts: np.ndarray, n_imb: int, n_spread: int, iterations: int
+) -> np.ndarray:
+    """Stoikov's adjustment ``g`` (ticks, per state) from transition counts, symmetrised."""
+    ns = n_imb * n_spread
+    s = np.arange(ns)
+    mirror = (s // n_imb) * n_imb + (n_imb - 1 - s % n_imb)  # I -> 1 - I (an involution)
+    qc, tc, rc = counts[:, :ns], counts[:, ns : 2 * ns], counts[:, 2 * ns :]
+    # add the mirror image of every transition: x, y -> mirror; dM -> -dM
+    qc = qc + qc[np.ix_(mirror, mirror)]
+    tc = tc + tc[np.ix_(mirror, mirror)]
+    rc = rc + rc[mirror][:, ::-1]
     tot = qc.sum(1) + rc.sum(1)
     norm = np.where(tot > 0, tot, 1.0)[:, None]
     q, t, r = qc / norm, tc / norm, rc / norm
@@ -751,6 +773,13 @@ def _stoikov_fit(
         term = b @ term
         g += term
     return g
+
+
+def _stoikov_fit(
+    stk: np.ndarray, n: int, n_imb: int, n_spread: int, iterations: int
+) -> np.ndarray:
+    """Fit Stoikov's adjustment ``g`` (ticks, per state) on ``n`` stored transitions."""
+    return _stoikov_solve(_stoikov_counts(stk, n, n_imb * n_spread), n_imb, n_spread, iterations)
 
 
 class FeatureEngine:
@@ -818,6 +847,8 @@ class FeatureEngine:
         self._prof_bin = np.zeros(n_prof, dtype=np.int64)
         self._prof_sz = np.zeros(n_prof)
         self._stk = np.zeros((3, c.stoikov_history if c.stoikov else 1), dtype=np.int32)
+        ns = c.stoikov_imbalance_buckets * c.stoikov_spread_states
+        self._stc = np.zeros((ns, 2 * ns + 4))  # transition counts of the ring, kept in step
         self._g = np.zeros(c.stoikov_imbalance_buckets * c.stoikov_spread_states)
         self._mids = np.zeros(max(6, c.exhaustion_intervals))
         self._rets = np.zeros(c.rv_window)
@@ -858,7 +889,7 @@ class FeatureEngine:
                 trades["ts_event"], trades["price"], trades["size"], trades["side"],
                 trades["shown"], tm, i, j, self._s, self._i, self._bk_px, self._bk_sz,
                 self._wall_prev, self._wall_cur, self._ofi, self._scratch, self._sig, self._bkt,
-                self._prof_bin, self._prof_sz, self._stk, self._p, self._q,
+                self._prof_bin, self._prof_sz, self._stk, self._stc, self._p, self._q,
             )
             if not refit:
                 break
@@ -869,8 +900,9 @@ class FeatureEngine:
         c = self.cfg
         n = int(min(self._i[I_STK_N], self._stk.shape[1]))
         if n:
-            self._g[:] = _stoikov_fit(
-                self._stk, n, c.stoikov_imbalance_buckets, c.stoikov_spread_states,
+            # the counts are kept in step with the ring by the kernel: O(states^2) per refit
+            self._g[:] = _stoikov_solve(
+                self._stc, c.stoikov_imbalance_buckets, c.stoikov_spread_states,
                 c.stoikov_iterations,
             )
             self.refits += 1

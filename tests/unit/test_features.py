@@ -11,6 +11,7 @@ import pytest
 from actors.book.features import (
     FEATURE_NAMES,
     FEATURE_SPEC_HASH,
+    I_STK_N,
     N_FEATURES,
     FeatureEngine,
     _stoikov_fit,
@@ -310,3 +311,19 @@ def test_any_one_group_off_still_streams_and_the_rest_is_unchanged(switch: str) 
         a, b = dict(zip(full.names, full.vector(), strict=True)), part.vector()
     assert len(b) == len(part.names) < len(full.names)
     assert dict(zip(part.names, b, strict=True)) == {n: a[n] for n in part.names}
+
+
+def test_stoikov_counts_kept_in_step_with_the_ring_equal_a_recount() -> None:
+    from actors.book.features import _stoikov_counts
+
+    cfg = FeaturesConfig(stoikov_imbalance_buckets=4, stoikov_spread_states=2,
+                         stoikov_history=100, stoikov_refit_every=1_000_000)
+    eng = FeatureEngine(cfg)
+    rng = np.random.default_rng(7)
+    books = [
+        msg([(1000 + d, float(rng.integers(1, 9)))], [(1001 + d + s, float(rng.integers(1, 9)))])
+        for d, s in zip(rng.integers(0, 2, 700), rng.integers(0, 2, 700), strict=True)
+    ]
+    eng.update(np.concatenate(books), NO_TRADES)  # 700 messages: the 100-ring wraps
+    assert eng._i[I_STK_N] > 100
+    assert np.array_equal(eng._stc, _stoikov_counts(eng._stk, 100, 8))
