@@ -345,7 +345,17 @@ def _on_msg(ts, bpx, bsz, apx, asz, sf, si, bk_px, bk_sz, wall_prev, wall_cur, o
     si[I_NMSG] += 1
     si[I_NMSG_ALL] += 1
     m_lv = pi[Q_M]
+    # A message that changed nothing in the recorded levels (an update deeper in the book)
+    # has zero OFI increments, the same walls with no arrival or withdrawal, and the same
+    # previous book: that work is skipped (exactly equivalent).
+    same = have
     if have:
+        for lv in range(DEPTH):
+            if (bsz[lv] != bk_sz[0, lv] or asz[lv] != bk_sz[1, lv] or bpx[lv] != bk_px[0, lv]
+                    or apx[lv] != bk_px[1, lv]):
+                same = False
+                break
+    if have and not same:
         for m in range(m_lv):
             b = bpx[m] if bsz[m] > 0.0 else NEG
             pb = bk_px[0, m] if bk_sz[0, m] > 0.0 else NEG
@@ -380,7 +390,7 @@ def _on_msg(ts, bpx, bsz, apx, asz, sf, si, bk_px, bk_sz, wall_prev, wall_cur, o
     else:
         si[I_MIN_BID] = min(si[I_MIN_BID], bpx[0] if bsz[0] > 0.0 else NEG)
         si[I_MAX_ASK] = max(si[I_MAX_ASK], apx[0] if asz[0] > 0.0 else POS)
-    if pi[Q_WALLS] == 1:
+    if pi[Q_WALLS] == 1 and not same:
         _walls(bpx, bsz, apx, asz, sf, si, bk_px, bk_sz, wall_prev, wall_cur, pf, scratch)
     # quick refills
     for side in range(2):
@@ -422,10 +432,11 @@ def _on_msg(ts, bpx, bsz, apx, asz, sf, si, bk_px, bk_sz, wall_prev, wall_cur, o
         si[I_STK_PREV_X] = x
         si[I_STK_PREV_M2] = m2
         refit = si[I_NMSG_ALL] % pi[Q_REFIT] == 0
-    bk_px[0, :] = bpx
-    bk_sz[0, :] = bsz
-    bk_px[1, :] = apx
-    bk_sz[1, :] = asz
+    if not same:
+        bk_px[0, :] = bpx
+        bk_sz[0, :] = bsz
+        bk_px[1, :] = apx
+        bk_sz[1, :] = asz
     si[I_HAVE_BOOK] = 1
     return refit
 
