@@ -61,27 +61,6 @@ def bench_simulator(cfg: RaydeskConfig, seconds: float = 600.0) -> dict[str, Any
     }
 
 
-def _kernel_deltas_per_s(rows_by_symbol: dict[str, np.ndarray]) -> tuple[int, float]:
-    """Apply every book row (deltas and snapshots) to a bare L2Book, one core; return n, s."""
-    from actors.book.book import L2Book
-    from actors.core.batch import TRADE
-
-    total, wall = 0, 0.0
-    for r in rows_by_symbol.values():
-        book_rows = r[r["kind"] != TRADE]
-        sides = book_rows["side"].tolist()
-        prices = book_rows["price"].tolist()
-        sizes = book_rows["size"].tolist()
-        book = L2Book()
-        apply = book.set_level
-        t0 = time.perf_counter()
-        for side, price, size in zip(sides, prices, sizes, strict=True):
-            apply(side, price, size)
-        wall += time.perf_counter() - t0
-        total += len(sides)
-    return total, wall
-
-
 def _real_binance_rows() -> dict[str, np.ndarray] | None:
     from actors.feed.binance import read_session
 
@@ -90,17 +69,208 @@ def _real_binance_rows() -> dict[str, np.ndarray] | None:
     out: dict[str, list[np.ndarray]] = {}
     for name, files in BINANCE_SESSIONS.items():
         for sym, item, _sync in read_session([BINANCE_DATA / f for f in files], tickers=False):
-            out.setdefault(f"{name}:{sym}", []).append(item)
+            if isinstance(item, np.ndarray):
+                out.setdefault(f"{name}:{sym}", []).append(item)
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def _memory_per_symbol(
-    cfg: RaydeskConfig, real: dict[str, np.ndarray] | None, sim: dict[str, np.ndarray]
-) -> dict[str, int]:
-    """Bytes held by one SymbolEngine (book + feature state) after a whole session (tracemalloc).
+def _book_rows(rows_by_symbol: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from actors.core.batch import TRADE
 
-    ``sim``: the largest simulator symbol; ``binance_max``: the deepest recorded Binance book.
-    """
+    return {k: r[r["kind"] != TRADE] for k, r in rows_by_symbol.items()}
+
+
+def _best_of(fn: Callable[[], Any], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _kernel(
+    book_rows: dict[str, np.ndarray], window_ticks: int, repeats: int = 3
+) -> dict[str, Any]:
+    """Compiled book apply alone, one core: every book row (deltas and snapshots) of each
+    session into a fresh :class:`LadderBook`, best of ``repeats``; also with the frames the
+    feature library consumes captured, and the plain-Python reference book for scale."""
+    from actors.book.book import L2Book
+    from actors.book.ladder import LadderBook
+
+    LadderBook(64).apply(next(iter(book_rows.values()))[:10])  # compile outside the timing
+    total = wall = wall_cap = wall_ref = 0.0
+    per: dict[str, int] = {}
+    for name, r in book_rows.items():
+        dt = _best_of(lambda r=r: LadderBook(window_ticks).apply(r), repeats)
+        dt_cap = _best_of(lambda r=r: LadderBook(window_ticks).apply(r, capture=True), repeats)
+        sides, prices, sizes = r["side"].tolist(), r["price"].tolist(), r["size"].tolist()
+
+        def ref(sides: list = sides, prices: list = prices, sizes: list = sizes) -> None:
+            apply = L2Book().set_level
+            for side, price, size in zip(sides, prices, sizes, strict=True):
+                apply(side, price, size)
+
+        wall_ref += _best_of(ref, 1)
+        per[name] = round(len(r) / dt)
+        total += len(r)
+        wall += dt
+        wall_cap += dt_cap
+    return {
+        "deltas": int(total),
+        "deltas_per_s": round(total / wall),
+        "capture_deltas_per_s": round(total / wall_cap),
+        "reference_dict_book_deltas_per_s": round(total / wall_ref),
+        "per_session": per,
+    }
+
+
+def _features(cfg: RaydeskConfig, rows_by_symbol: dict[str, np.ndarray],
+              batch_ms: float) -> dict[str, Any]:
+    """SymbolEngine end to end (validation, book, integrity, frames, feature library) on real
+    rows cut into ``batch_ms`` micro-batches by exchange time: one feature vector per batch."""
+    from decimal import Decimal
+
+    from actors.book.engine import SymbolEngine
+    from actors.core.clock import SimClock
+    from actors.core.instruments import Instrument
+
+    step = int(batch_ms * 1e6)
+    ins = Instrument("X", Decimal("0.00000001"), Decimal("0.00000001"))
+    rows_n = vectors = msgs = 0
+    wall = 0.0
+    for r in rows_by_symbol.values():
+        ts = r["ts_event"]
+        edges = np.searchsorted(ts, np.arange(ts[0], ts[-1] + step, step))
+        chunks = [c for c in np.split(r, edges[1:]) if len(c)]
+        eng = SymbolEngine(ins, cfg.book, cfg.features, SimClock())
+        eng.on_batch(chunks[0][:1], view=False)  # compile outside the timing
+        eng = SymbolEngine(ins, cfg.book, cfg.features, SimClock())
+        t0 = time.perf_counter()
+        for c in chunks:
+            vectors += eng.on_batch(c, view=False).decision is not None
+        wall += time.perf_counter() - t0
+        rows_n += len(r)
+        msgs += int((r["flags"] & 1).sum())
+    return {
+        "features": len(eng.features.names),
+        "batch_ms": batch_ms,
+        "rows": rows_n,
+        "vectors": vectors,
+        "features_per_s": round(vectors * len(eng.features.names) / wall),
+        "vectors_per_s": round(vectors / wall),
+        "engine_rows_per_s": round(rows_n / wall),
+        "engine_messages_per_s": round(msgs / wall),
+    }
+
+
+def _json_to_book(repeats: int = 3) -> dict[str, Any] | None:
+    """Raw Binance JSON (decompressed, in memory) → parsed levels → ``MD_DTYPE`` rows (F_LAST
+    per message, so the book checks integrity at every message end) → applied book, one core.
+    Every depth message of the file is applied in order (no snapshot or sync rules)."""
+    import gzip
+
+    from actors.book.ladder import LadderBook
+    from actors.feed.binance import KNOWN_INSTRUMENTS
+    from actors.feed.binance_fast import depth_rows, parse_depth
+
+    if not BINANCE_DATA.exists():
+        return None
+    levels = 0
+    wall = wall_parse = wall_gunzip = 0.0
+    raw_bytes = 0
+    for _name, files in BINANCE_SESSIONS.items():
+        market = files[0].split("/")[0]
+        for f in files:
+            path = BINANCE_DATA / f
+            t0 = time.perf_counter()
+            buf = np.frombuffer(gzip.decompress(path.read_bytes()), dtype=np.uint8)
+            wall_gunzip += time.perf_counter() - t0
+            raw_bytes += len(buf)
+            sym = path.name.split("_")[0].upper()
+            tick = KNOWN_INSTRUMENTS[(market, sym)][0]
+            m, e = _tick_parts(tick)
+            depth_rows(parse_depth(buf, m, e))  # compile outside the timing
+
+            def run(buf: np.ndarray = buf, m: int = m, e: int = e) -> int:
+                rows = depth_rows(parse_depth(buf, m, e))
+                LadderBook().apply(rows)
+                return len(rows)
+
+            dt = _best_of(run, repeats)
+            dtp = _best_of(lambda buf=buf, m=m, e=e: parse_depth(buf, m, e), repeats)
+            levels += run()
+            wall += dt
+            wall_parse += dtp
+    return {
+        "levels": levels,
+        "json_mb": round(raw_bytes / 1e6, 1),
+        "json_to_book_levels_per_s": round(levels / wall),
+        "parse_levels_per_s": round(levels / wall_parse),
+        "gunzip_mb_per_s": round(raw_bytes / 1e6 / wall_gunzip, 1),
+    }
+
+
+def _tick_parts(tick: str) -> tuple[int, int]:
+    from decimal import Decimal
+
+    t = Decimal(tick).normalize()
+    sign, digits, exp = t.as_tuple()
+    return int("".join(map(str, digits))), int(exp)
+
+
+def _actors(cfg: RaydeskConfig, seconds: float, batch_rows: int) -> dict[str, Any]:
+    """FeedActor → one SymbolActor per symbol on local Ray, to an end-of-stream barrier."""
+    import ray
+
+    from actors.book.actor import SymbolActor
+    from actors.feed.actor import FeedActor
+    from cluster.topology import connect_ray
+
+    owns = connect_ray(cfg)
+    actors: dict[str, Any] = {}
+    try:
+        feed = ray.remote(FeedActor).options(num_cpus=cfg.ray.actor_num_cpus).remote(
+            cfg.model_dump(mode="json"), True, 1_700_000_000_000_000_000
+        )
+        for ins in cfg.instrument_map().values():
+            actors[ins.symbol] = (
+                ray.remote(SymbolActor)
+                .options(num_cpus=cfg.ray.actor_num_cpus)
+                .remote(ins, cfg.book.model_dump(mode="json"),
+                        cfg.features.model_dump(mode="json"), True)
+            )
+        rows = ray.get(feed.prepare_sim.remote(seconds))
+        ray.get([a.barrier.remote() for a in actors.values()])
+        # warm-up: compile the kernels in every actor before timing
+        ray.get(feed.push.remote(actors, batch_rows=1024, max_in_flight=1), timeout=600)
+        ray.get([a.restore.remote({"book": {"bids": [], "asks": [], "last_seq": 0,
+                                            "ts_event": 0, "ts_init": 0},
+                                   "quarantined": False, "quarantine_reason": "",
+                                   "decisions": 0, "events": 0}) for a in actors.values()])
+        out = ray.get(feed.push.remote(actors, batch_rows=batch_rows), timeout=600)
+    finally:
+        for a in actors.values():
+            ray.kill(a)
+        if owns:
+            ray.shutdown()
+    return {
+        "symbols": len(actors),
+        "rows": rows,
+        "batch_rows": batch_rows,
+        "batches": out["batches"],
+        "errors": out["errors"],
+        "quarantined": out["quarantined"],
+        "wall_s": round(out["wall_s"], 3),
+        "deltas_per_s": round(out["rows"] / out["wall_s"]),
+    }
+
+
+def _memory_per_symbol(cfg: RaydeskConfig, real: dict[str, np.ndarray] | None,
+                       sim: dict[str, np.ndarray]) -> dict[str, int]:
+    """Bytes held by one SymbolEngine (book + feature state) after a whole session, measured
+    with tracemalloc (numpy arrays included): ``sim``: the largest simulator symbol;
+    ``binance_max``: the deepest recorded Binance book."""
     import tracemalloc
     from decimal import Decimal
 
@@ -109,11 +279,12 @@ def _memory_per_symbol(
     from actors.core.instruments import Instrument
 
     def held(rows: np.ndarray, ins: Instrument) -> int:
+        SymbolEngine(ins, cfg.book, cfg.features, SimClock()).on_batch(rows[:100], view=False)
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
         eng = SymbolEngine(ins, cfg.book, cfg.features, SimClock())
         for i in range(0, len(rows), 20_000):
-            eng.on_batch(rows[i : i + 20_000])
+            eng.on_batch(rows[i : i + 20_000], view=False)
         size = tracemalloc.get_traced_memory()[0] - base
         tracemalloc.stop()
         del eng
@@ -127,57 +298,89 @@ def _memory_per_symbol(
     return out
 
 
-def bench_book(cfg: RaydeskConfig, seconds: float = 600.0) -> dict[str, Any]:
-    """Book throughput at three depths: bare kernel, SymbolEngine, and through SymbolActors.
+def _nautilus(real: dict[str, np.ndarray]) -> dict[str, Any]:
+    """NautilusTrader's order book on the same book rows (its own venv), per session."""
+    from actors.feed.binance import KNOWN_INSTRUMENTS
+    from jobs.peers import book_mismatches, reference_book, run_nautilus_book
 
-    * ``kernel_deltas_per_s``: ``L2Book.set_level`` alone, one core, on every book row of the
-      six recorded Binance sessions (simulator rows when ../shared/data is absent).
-    * ``engine_rows_per_s`` / ``engine_batches_per_s``: ``SymbolEngine.on_batch`` (validation,
-      book, integrity, one feature vector per batch) on simulator data cut into the live
-      100 ms micro-batches.
-    * ``actor_deltas_per_s``: the same simulator rows sent from the driver through one
-      SymbolActor per symbol on local Ray, to an end-of-stream barrier (``raydesk replay
-      --format sim``).
-    """
-    from actors.book.engine import SymbolEngine
-    from actors.core.clock import SimClock
-    from cluster.replay import replay
-
-    real = _real_binance_rows()
-    rows = _sim_rows(cfg, seconds)
-    kernel_src = "binance (6 recorded sessions)" if real is not None else "simulator"
-    n_kernel, w_kernel = _kernel_deltas_per_s(real if real is not None else rows)
-
-    ins = cfg.instrument_map()
-    step = int(cfg.feed.batch_interval_ms * 1e6)
-    total, wall, decisions = 0, 0.0, 0
-    for sym, r in rows.items():
-        eng = SymbolEngine(ins[sym], cfg.book, cfg.features, SimClock())
-        # cut into the same micro-batches the live pipeline uses
-        ts = r["ts_event"]
-        edges = np.searchsorted(ts, np.arange(ts[0], ts[-1] + step, step))
-        chunks = [c for c in np.split(r, edges[1:]) if len(c)]
-        t0 = time.perf_counter()
-        for c in chunks:
-            decisions += eng.on_batch(c).decision is not None
-        wall += time.perf_counter() - t0
-        total += len(r)
-    mem = _memory_per_symbol(cfg, real, rows)
-    actor = replay(cfg.with_overrides(run={"progress": False}), "sim", [], duration_s=seconds)
+    deltas = 0
+    apply_s = create_s = 0.0
+    mismatches: dict[str, list[str]] = {}
+    version = None
+    for key, rows in real.items():
+        name = key.split(":")[0]
+        market, sym = name.split("-")[0], key.split(":")[1]
+        tick, lot = KNOWN_INSTRUMENTS[(market, sym)]
+        res = run_nautilus_book(rows, tick, lot)
+        if "skipped" in res or "error" in res:
+            return res
+        version = res.get("version")
+        deltas += res["deltas"]
+        apply_s += res["apply_s"]
+        create_s += res["create_s"]
+        bad = book_mismatches(res, reference_book(rows, res["size_precision"]))
+        if bad:
+            mismatches[key] = bad
     return {
+        "version": version,
+        "deltas": deltas,
+        "apply_deltas_per_s": round(deltas / apply_s),
+        "create_and_apply_deltas_per_s": round(deltas / (apply_s + create_s)),
+        "final_books_match": not mismatches,
+        "mismatches": mismatches,
+    }
+
+
+def bench_book(cfg: RaydeskConfig, seconds: float = 3_600.0) -> dict[str, Any]:
+    """Book and feature throughput at every depth, and memory per symbol.
+
+    * ``kernel_deltas_per_s``: the compiled ladder's apply alone, one core, on every book row
+      (deltas and snapshots) of the six recorded Binance sessions (simulator rows when
+      ../shared/data is absent); ``kernel_capture_deltas_per_s`` also records the frames the
+      feature library reads; the dict-based reference book is given for scale.
+    * ``features_per_s``: feature values per second through ``SymbolEngine`` (validation,
+      book, integrity, frames and the whole feature library, one vector per 100 ms batch) on
+      the real sessions.
+    * ``json_to_book_levels_per_s``: decompressed Binance JSON → compiled parser → applied
+      book, one core.
+    * ``actor_deltas_per_s``: aggregate rows per second from a FeedActor through one
+      SymbolActor per simulator symbol on local Ray, to an end-of-stream barrier.
+    * ``nautilus``: NautilusTrader's book on the same real deltas (its own venv), and the
+      ratio of the kernel's rate to its apply-only rate.
+    """
+    real = _real_binance_rows()
+    sim = _sim_rows(cfg, 600.0)
+    src = real if real is not None else sim
+    book_rows = _book_rows(src)
+    kernel = _kernel(book_rows, cfg.book.window_ticks)
+    feats = _features(cfg, src, cfg.feed.batch_interval_ms)
+    js = _json_to_book() if real is not None else None
+    mem = _memory_per_symbol(cfg, real, sim)
+    actor = _actors(cfg.with_overrides(run={"progress": False}), seconds, 65_536)
+    peer = _nautilus(book_rows) if real is not None else {"skipped": "no recorded data"}
+    out: dict[str, Any] = {
         "name": "book",
-        "kernel_source": kernel_src,
-        "kernel_deltas": n_kernel,
-        "kernel_deltas_per_s": round(n_kernel / w_kernel),
-        "engine_rows": total,
-        "engine_rows_per_s": round(total / wall),
-        "engine_ns_per_row": round(wall / total * 1e9, 1),
-        "engine_batches_per_s": round(decisions / wall),
+        "kernel_source": "binance (6 recorded sessions)" if real is not None else "simulator",
+        "kernel_deltas": kernel["deltas"],
+        "kernel_deltas_per_s": kernel["deltas_per_s"],
+        "kernel_capture_deltas_per_s": kernel["capture_deltas_per_s"],
+        "reference_dict_book_deltas_per_s": kernel["reference_dict_book_deltas_per_s"],
+        "kernel_per_session": kernel["per_session"],
+        "features_per_s": feats["features_per_s"],
+        "features": feats,
+        "json_to_book_levels_per_s": js["json_to_book_levels_per_s"] if js else None,
+        "json_to_book": js,
+        "actor_deltas_per_s": actor["deltas_per_s"],
+        "actors": actor,
         "memory_per_symbol_bytes": mem,
-        "actor_symbols": len(actor["symbols"]),
-        "actor_deltas_per_s": actor["rows_per_s"],
+        "nautilus": peer,
         "machine": _machine(),
     }
+    if "apply_deltas_per_s" in peer:
+        out["kernel_vs_nautilus_apply"] = round(
+            kernel["deltas_per_s"] / peer["apply_deltas_per_s"], 1
+        )
+    return out
 
 
 def bench_replay(cfg: RaydeskConfig, events: int = 200_000) -> dict[str, Any]:

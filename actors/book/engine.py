@@ -108,7 +108,12 @@ class SymbolEngine:
             reason, kind, l3_refills = self._through_l3(rows)
             rows = self._l3_rows
         book = self.book
-        msgs, trades = book.apply(rows, capture=True)
+        prints: list[np.ndarray] = []
+        # frames in bounded chunks (memory per symbol does not grow with the batch size)
+        for msgs, trades in book.apply_chunks(rows, capture=True):
+            self.features.update(msgs, trades)
+            if view and len(trades):
+                prints.append(trades[["ts_event", "price", "size", "side"]].copy())
         code, row, a, b = book.error
         resynced = book.resynced
         if resynced:
@@ -143,7 +148,8 @@ class SymbolEngine:
             self.quarantine_kind = ""
             self.resyncs += 1
             resynced = True
-        self.features.update(msgs, trades, l3_iceberg_refills=l3_refills)
+        if l3_refills:
+            self.features.update(book._msgs[:0], book._trades[:0], l3_iceberg_refills=l3_refills)
         decision = None
         last = rows[-1]
         # sample only where the book is consistent: after a complete message
@@ -164,17 +170,18 @@ class SymbolEngine:
                     valid=self.features.is_warm() and not self.quarantined,
                     meta={"mid": mid},
                 )
-        prints: tuple[TradePrint, ...] = ()
-        if view and len(trades):
-            prints = tuple(
+        tprints: tuple[TradePrint, ...] = ()
+        if prints:
+            tr = np.concatenate(prints) if len(prints) > 1 else prints[0]
+            tprints = tuple(
                 TradePrint(te, px, sz, "BUY" if sd == BID else "SELL")
                 for te, px, sz, sd in zip(
-                    trades["ts_event"].tolist(), trades["price"].tolist(),
-                    trades["size"].tolist(), trades["side"].tolist(), strict=True,
+                    tr["ts_event"].tolist(), tr["price"].tolist(),
+                    tr["size"].tolist(), tr["side"].tolist(), strict=True,
                 )
             )
         return SymbolUpdate(
-            view=self._view(prints) if view else None,
+            view=self._view(tprints) if view else None,
             decision=decision,
             events=n,
             quarantine_reason=reason,

@@ -28,6 +28,7 @@ window, and offers the same reading API as the reference :class:`~actors.book.bo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,9 @@ BLO, BHI, ALO, AHI = 20, 21, 22, 23
 N_STATE = 24
 
 # kernel return status
-DONE, GROW_BIDS, GROW_ASKS, RECENTER, BAD_KIND = 0, 1, 2, 3, 4
+DONE, GROW_BIDS, GROW_ASKS, RECENTER, FRAMES_FULL = 0, 1, 2, 3, 4
+
+FRAME_ROWS = 4_096  # frames buffered per chunk: bounds a symbol's memory whatever the batch
 
 # integrity error codes
 ERR_NONE, ERR_SEQ, ERR_CROSSED, ERR_KIND, ERR_GAP = 0, 1, 2, 3, 4
@@ -244,13 +247,19 @@ def apply_batch(
 
     ``status`` is :data:`DONE`, or :data:`GROW_BIDS`/:data:`GROW_ASKS` (an overflow is full:
     grow it and call again from ``row``, which was not applied), or :data:`RECENTER` (the mid
-    left the window's middle half at a message end: re-centre and call again from ``row``).
+    left the window's middle half at a message end: re-centre and call again from ``row``),
+    or :data:`FRAMES_FULL` (the frame buffers are full: consume them, reset the counts and
+    call again from ``row``, which was not applied).
     """
     n = len(kind)
     cap = st[CAP]
     half = cap >> 1
     quarter = cap >> 2
+    m_cap = len(m_ts)
+    t_cap = len(t_ts)
     for i in range(start, n):
+        if capture and (st[N_MSGS] == m_cap or st[N_TRADES] == t_cap):
+            return FRAMES_FULL, i  # a row writes at most one frame: room is checked first
         k = kind[i]
         if k == 1:  # TRADE
             if capture:
@@ -414,6 +423,7 @@ class LadderBook:
     Args:
         window_ticks: Width of the dense window in ticks (a power of two is not required).
         overflow: Initial capacity of each side's overflow (grows by doubling).
+        frame_rows: Messages (and trades) buffered per frame chunk.
 
     Example:
         >>> b = LadderBook(1024)
@@ -422,7 +432,9 @@ class LadderBook:
         >>> b.best_bid, b.best_ask
     """
 
-    def __init__(self, window_ticks: int = 1 << 15, overflow: int = 256) -> None:
+    def __init__(
+        self, window_ticks: int = 1 << 16, overflow: int = 256, frame_rows: int = FRAME_ROWS
+    ) -> None:
         cap = int(window_ticks)
         if cap < 64:
             raise ValueError(f"window_ticks must be >= 64, was {cap}")
@@ -436,27 +448,47 @@ class LadderBook:
         self.oas = np.zeros(overflow, dtype=np.float64)
         _clear(self.st, self.bid, self.ask)
         self.recenters = 0
-        self._msgs = np.zeros(0, dtype=MSG_DTYPE)
-        self._trades = np.zeros(0, dtype=TRADE_DTYPE)
+        self._msgs = np.zeros(frame_rows, dtype=MSG_DTYPE)
+        self._trades = np.zeros(frame_rows, dtype=TRADE_DTYPE)
 
     # applying --------------------------------------------------------------------------------
     def apply(
         self, rows: np.ndarray, capture: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Apply ``MD_DTYPE`` rows. Returns ``(msgs, trades)`` frames (empty unless ``capture``).
+        """Apply ``MD_DTYPE`` rows. Returns ``(msgs, trades)`` frames (empty unless ``capture``),
+        concatenated over the whole batch (see :meth:`apply_chunks` for bounded memory).
 
-        The frames are views of reused buffers: consume them before the next call.
         Integrity errors of the batch are in :attr:`error` afterwards.
         """
-        n = len(rows)
+        if not capture:
+            for _ in self.apply_chunks(rows, capture=False):
+                pass
+            return self._msgs[:0], self._trades[:0]
+        parts = [(m.copy(), t.copy()) for m, t in self.apply_chunks(rows, capture=True)]
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return self._msgs[:0].copy(), self._trades[:0].copy()
+        offset = 0
+        for m, t in parts:  # a trade's ``msg`` counts the messages before it in its chunk
+            t["msg"] += offset
+            offset += len(m)
+        return (np.concatenate([m for m, _ in parts]), np.concatenate([t for _, t in parts]))
+
+    def apply_chunks(
+        self, rows: np.ndarray, capture: bool = True
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Apply ``MD_DTYPE`` rows, yielding the frames in chunks of at most
+        :data:`FRAME_ROWS` messages and trades (views of reused buffers: consume each chunk
+        before asking for the next). Frames are in stream order across chunks; the feature
+        library gives the same result however they are cut. Integrity errors of the whole
+        batch are in :attr:`error` once the iteration ends.
+        """
         st = self.st
         st[ERR_CODE] = ERR_NONE
         st[RESYNC_ROW] = -1
         st[N_MSGS] = 0
         st[N_TRADES] = 0
-        if capture and len(self._msgs) < n:
-            self._msgs = np.zeros(max(n, 2 * len(self._msgs)), dtype=MSG_DTYPE)
-            self._trades = np.zeros(len(self._msgs), dtype=TRADE_DTYPE)
         m, t = self._msgs, self._trades
         cols = (
             rows["ts_event"], rows["ts_init"], rows["seq"], rows["kind"], rows["side"],
@@ -478,7 +510,12 @@ class LadderBook:
                 self.oap, self.oas = _grow(self.oap, self.oas)
             elif status == RECENTER:
                 self.recenter()
-        return m[: st[N_MSGS]], t[: st[N_TRADES]]
+            elif status == FRAMES_FULL:
+                yield m[: st[N_MSGS]], t[: st[N_TRADES]]
+                st[N_MSGS] = 0
+                st[N_TRADES] = 0
+        if capture:
+            yield m[: st[N_MSGS]], t[: st[N_TRADES]]
 
     @property
     def error(self) -> tuple[int, int, int, int]:

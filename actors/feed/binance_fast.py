@@ -1103,3 +1103,34 @@ def sync_run(order: np.ndarray, j0: int, kinds: np.ndarray, refs: np.ndarray, ts
     st[S_LO] = lo
     st[S_N] = n
     return reason, j, ne, npd
+
+
+@njit(cache=True)
+def _fill_depth_rows(E, ts_init, u, first, n_bid, n_ask, side, price, size,
+                     r_te, r_ti, r_seq, r_side, r_px, r_sz, r_flags):
+    for j in range(len(u)):
+        a = first[j]
+        b = a + n_bid[j] + n_ask[j]
+        te = E[j] * 1_000_000
+        for k in range(a, b):
+            r_te[k] = te
+            r_ti[k] = ts_init[j]
+            r_seq[k] = u[j]
+            r_side[k] = side[k]
+            r_px[k] = price[k]
+            r_sz[k] = size[k]
+        if b > a:
+            r_flags[b - 1] = 1  # F_LAST: the book is consistent after the message
+
+
+def depth_rows(d: DepthArrays) -> np.ndarray:
+    """Every parsed level as an ``MD_DTYPE`` DELTA row (one compiled pass; ``F_LAST`` on each
+    message's last level; ``ts_event`` = ``E``). No sync rules: the caller (the loader, or a
+    live client) decides which messages apply; this is the raw JSON → rows step."""
+    from actors.core.batch import MD_DTYPE
+
+    rows = np.zeros(len(d.price), dtype=MD_DTYPE)
+    _fill_depth_rows(d.E, d.ts_init, d.u, d.first, d.n_bid, d.n_ask, d.side, d.price, d.size,
+                     rows["ts_event"], rows["ts_init"], rows["seq"], rows["side"],
+                     rows["price"], rows["size"], rows["flags"])
+    return rows

@@ -75,3 +75,20 @@ def test_parse_depth_finds_every_level_json_finds(name: str) -> None:
     assert d.size.tolist() == want_sizes
     assert d.price[:len(want_prices)].tolist() == want_prices
     assert np.array_equal(d.first, np.concatenate([[0], np.cumsum(d.n_bid + d.n_ask)[:-1]]))
+
+
+@pytest.mark.skipif(not BINANCE.exists(), reason=f"real data folder {BINANCE} is absent")
+def test_depth_rows_equal_the_loaders_rows_for_every_applied_diff() -> None:
+    from actors.core.batch import DELTA
+    from actors.feed.binance_fast import depth_rows
+
+    path = BINANCE / "usdm/btcusdt_20240808.gz"
+    ins = binance_instrument("usdm", "BTCUSDT")
+    m, e = tick_parts(ins.tick_size)
+    raw = depth_rows(parse_depth(np.frombuffer(gzip.decompress(path.read_bytes()), np.uint8),
+                                 m, e))
+    loaded = np.concatenate([it for _s, it, _y in read_session([path], tickers=False)])
+    loaded = loaded[loaded["kind"] == DELTA]
+    mine = raw[np.isin(raw["seq"], loaded["seq"])]
+    assert len(loaded) > 100_000
+    assert np.array_equal(mine, loaded)  # every column, F_LAST on each message's last level

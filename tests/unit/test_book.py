@@ -233,3 +233,26 @@ def test_engine_checkpoint_restore_continues_like_the_original() -> None:
     assert b.book.snapshot()["bids"] == a.book.snapshot()["bids"]
     ua, ub = a.on_batch(later), b.on_batch(later)
     assert ua.view == ub.view and a.book.snapshot() == b.book.snapshot()
+
+
+def test_engine_frames_in_small_chunks_give_the_same_features() -> None:
+    from actors.book.ladder import LadderBook
+
+    rng = np.random.default_rng(3)
+    spec = [(SNAPSHOT, BID, 100 - i, 1.0 + i, F_SNAPSHOT) for i in range(10)]
+    spec += [(SNAPSHOT, ASK, 101 + i, 1.0 + i, F_SNAPSHOT) for i in range(9)]
+    spec.append((SNAPSHOT, ASK, 110, 2.0, F_SNAPSHOT | F_LAST))
+    for _ in range(500):
+        side = int(rng.integers(0, 2))
+        px = int(rng.integers(91, 100)) if side == BID else int(rng.integers(101, 111))
+        kind = TRADE if rng.random() < 0.2 else DELTA
+        size = float(rng.integers(1 if kind == TRADE else 0, 5))
+        spec.append((kind, side, px, size, F_LAST))
+    rows = make_rows(spec)
+    rows["seq"][:20] = 1
+    a, b = engine(), engine()
+    b.book = LadderBook(b.window_ticks, frame_rows=7)
+    for i in range(0, len(rows), 100):
+        ua, ub = a.on_batch(rows[i : i + 100]), b.on_batch(rows[i : i + 100])
+        assert np.array_equal(ua.decision.features, ub.decision.features)
+        assert ua.view == ub.view

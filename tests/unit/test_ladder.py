@@ -55,7 +55,7 @@ def test_ladder_equals_reference_for_any_rows_and_batching(spec: list, cut: int)
         for k, s, p, sz, f in spec
     ]
     rows = rows_of(spec)
-    lb, rb = LadderBook(64, overflow=2), L2Book()
+    lb, rb = LadderBook(64, overflow=2, frame_rows=3), L2Book()  # tiny: chunks and growth
     for i in range(0, len(rows), cut):
         part = rows[i : i + cut]
         m, t = lb.apply(part, capture=True)
