@@ -38,7 +38,7 @@ class SymbolUpdate:
     errors: tuple[str, ...] = ()
     error_kinds: tuple[str, ...] = ()
     quarantine_reason: str = ""  # set only on the batch that quarantined the symbol
-    quarantine_kind: str = ""  # crossed | sequence | gap | l3 | kind (metric label)
+    quarantine_kind: str = ""  # crossed | sequence | gap | l3 | invalid | kind (metric label)
     resynced: bool = False  # a snapshot in this batch rebuilt the book
 
 
@@ -84,19 +84,31 @@ class SymbolEngine:
         """Apply one batch and return the update. A malformed batch is rejected whole.
 
         A rejected batch leaves the book exactly as it was; the error names the column, the
-        rule and the value. ``view=False`` skips building the book view and trade prints
-        (replay and benchmarks, which only need the book).
+        rule and the value; and since the book has then missed the venue's updates, the
+        symbol is quarantined until a snapshot. ``view=False`` skips building the book view
+        and trade prints (replay and benchmarks, which only need the book).
         """
         sym = self.instrument.symbol
         try:
             rows = validate_rows(rows, sym)
         except BatchError as exc:
+            # The batch is rejected whole (the book is left as it was), so the book has now
+            # missed updates the venue made: it is quarantined until a snapshot resyncs it.
+            reason = ""
+            if not self.quarantined:
+                reason = f"invalid batch rejected: {exc}"
+                self.quarantined = True
+                self.quarantine_reason = reason
+                self.quarantine_kind = "invalid"
+                self.quarantines += 1
             return SymbolUpdate(
                 view=self._view(()) if view else None,
                 decision=None,
                 events=0,
                 errors=(str(exc),),
                 error_kinds=(exc.field.split(".")[-1].split("[")[0],),
+                quarantine_reason=reason,
+                quarantine_kind="invalid" if reason else "",
             )
         n = len(rows)
         if n == 0:

@@ -167,10 +167,10 @@ def test_malformed_batch_gets_clear_error_and_actor_survives(ray_cluster, tmp_pa
     bad = make_rows([(DELTA, BID, 100, float("inf"), F_LAST)], start_seq=2)
     upd = ray.get(actor.on_batch.remote(MarketBatch(INS, bad)))
     assert upd.errors == ("batch[BTCUSDT].size[0] must be finite, was inf",)
-    assert upd.view.bid_sizes == (1.0,)
+    assert upd.view.bid_sizes == (1.0,) and upd.view.quarantined  # missed data: quarantined
     again = ray.get(actor.on_batch.remote(MarketBatch(INS, make_rows(
         [(DELTA, BID, 100, 2.0, F_LAST)], start_seq=3))))
-    assert again.errors == () and again.view.bid_sizes == (2.0,)
+    assert again.errors == () and again.view.bid_sizes == (2.0,) and again.view.quarantined
     ray.kill(actor)
 
 

@@ -161,6 +161,12 @@ def test_malformed_batch_is_rejected_whole_and_book_kept() -> None:
     assert upd.errors == ("batch[BTCUSDT].size[1] must be >= 0, was -2.0",)
     assert upd.error_kinds == ("size",)
     assert eng.book.snapshot() == before and upd.events == 0
+    # the book missed the venue's updates: quarantined (once) until a snapshot
+    assert upd.view.quarantined and upd.quarantine_kind == "invalid"
+    assert eng.on_batch(bad).quarantine_reason == ""
+    resync = snapshot([(100, 1.0)], [(101, 1.0)])
+    resync["seq"] = 6
+    assert not eng.on_batch(resync).view.quarantined
 
 
 def test_clear_empties_the_book() -> None:
