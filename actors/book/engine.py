@@ -69,12 +69,14 @@ class SymbolEngine:
         self.clock = clock
         self.book = LadderBook(self.window_ticks)
         self.l3: Any = None  # an L3Book, created at the first market-by-order row
+        self.features_cfg = features_cfg
         self.features = FeatureEngine(features_cfg, float(instrument.tick_size))
         self.quarantined = False
         self.quarantine_reason = ""
         self.quarantine_kind = ""
         self.quarantines = 0
         self.resyncs = 0
+        self._resync_pending = False  # a snapshot started and has not ended yet
         self.decisions = 0
         self.events = 0
 
@@ -118,38 +120,52 @@ class SymbolEngine:
         l3_refills = 0
         if ((kinds >= ADD) & (kinds <= MODIFY)).any() or self.l3 is not None:
             reason, kind, l3_refills = self._through_l3(rows)
-            rows = self._l3_rows
+            rows = self._l3_rows  # may be empty: fills alone change no level
         book = self.book
         prints: list[np.ndarray] = []
-        # frames in bounded chunks (memory per symbol does not grow with the batch size)
-        for msgs, trades in book.apply_chunks(rows, capture=True):
-            self.features.update(msgs, trades)
-            if view and len(trades):
-                prints.append(trades[["ts_event", "price", "size", "side"]].copy())
-        code, row, a, b = book.error
-        resynced = book.resynced
-        if resynced:
-            # a snapshot rebuilt the book: whatever broke it before no longer applies
-            self.resyncs += 1
-            self.quarantined = False
-            self.quarantine_reason = ""
-            self.quarantine_kind = ""
+        code = row = a = b = 0
+        snap_started = False
+        if len(rows):
+            # frames in bounded chunks (memory per symbol does not grow with the batch size)
+            for msgs, trades in book.apply_chunks(rows, capture=True):
+                self.features.update(msgs, trades)
+                if view and len(trades):
+                    prints.append(trades[["ts_event", "price", "size", "side"]].copy())
+            code, row, a, b = book.error  # errors after the last snapshot start, if any
+            snap_started = book.resynced
+        if snap_started and kind == "l3" and not self.l3.needs_resync:
+            reason, kind = "", ""  # the L3 errors came before the clear that began the resync
+        resynced = False
+        if snap_started or self._resync_pending:
+            if book.in_snapshot:
+                self._resync_pending = True  # the snapshot continues in the next batch
+            else:
+                # a complete snapshot rebuilt the book: whatever broke it before is gone
+                self._resync_pending = False
+                resynced = True
+                self.resyncs += 1
+                self.quarantined = False
+                self.quarantine_reason = ""
+                self.quarantine_kind = ""
         if code and not reason:
             reason, kind = _describe(code, row, a, b, self.instrument)
         self.events += n
         if reason and self.quarantined:
+            if kind != "crossed":
+                self.quarantine_kind = kind  # only a snapshot lifts it now, not an uncross
             reason = ""  # already quarantined: not a new quarantine
         elif reason:
             self.quarantined = True
             self.quarantine_reason = reason
             self.quarantine_kind = kind
             self.quarantines += 1
+        consistent = len(rows) > 0 and not book.open_message and bool(rows[-1]["flags"] & F_LAST)
         if (
             self.quarantined
             and self.quarantine_kind == "crossed"
             and self.l3 is not None
             and not self.l3.needs_resync
-            and rows[-1]["flags"] & F_LAST
+            and consistent
             and not book.crossed
         ):
             # An L3 book holds every resting order, so it is its own resync: a cross (a
@@ -163,13 +179,13 @@ class SymbolEngine:
         if l3_refills:
             self.features.update(book._msgs[:0], book._trades[:0], l3_iceberg_refills=l3_refills)
         decision = None
-        last = rows[-1]
-        # sample only where the book is consistent: after a complete message
-        if last["flags"] & F_LAST:
+        bb, ba = book.best_bid, book.best_ask
+        # sample only where the book is consistent: after a complete message, both sides
+        if consistent and bb is not None and ba is not None:
+            last = rows[-1]
             vec = self.features.vector()
             if vec is not None:
                 self.decisions += 1
-                bb, ba = book.best_bid, book.best_ask
                 mid = self.instrument.ticks_to_float((bb + ba) / 2.0)
                 decision = DecisionPoint(
                     symbol=sym,
@@ -224,7 +240,8 @@ class SymbolEngine:
             ask_ticks=tuple(ap),
             ask_sizes=tuple(asz),
             seq=self.book.last_seq,
-            quarantined=self.quarantined,
+            # a snapshot still arriving is a half-built book: not for trading either
+            quarantined=self.quarantined or self.book.in_snapshot,
             trades=trades,
         )
 
@@ -251,10 +268,13 @@ class SymbolEngine:
     def restore(self, image: dict[str, Any]) -> None:
         """Restore from :meth:`snapshot` output (feature history restarts cold)."""
         self.book = LadderBook.restore(image["book"], self.window_ticks)
+        self.l3 = None
         if image.get("l3") is not None:
             from actors.book.l3 import L3Book
 
             self.l3 = L3Book.restore(image["l3"])
+        self.features = FeatureEngine(self.features_cfg, float(self.instrument.tick_size))
+        self._resync_pending = self.book.in_snapshot
         self.quarantined = bool(image["quarantined"])
         self.quarantine_reason = str(image["quarantine_reason"])
         self.quarantine_kind = str(image.get("quarantine_kind", ""))

@@ -9,7 +9,7 @@ records, in preallocated arrays,
 * one :data:`TRADE_DTYPE` entry per trade: price, size, aggressor side, the size that was
   displayed at the trade price on the passive side just before the trade (``shown``; what
   iceberg and absorption detection compare executed volume with), and ``msg``, the number of
-  book message ends recorded before it in the same batch (so trades and book states can be
+  book message ends recorded before it in the same chunk of frames (so trades and book states can be
   interleaved exactly).
 
 The feature library consumes only these arrays, so features are identical however the stream
@@ -40,7 +40,7 @@ TRADE_DTYPE = np.dtype(
         ("size", "f8"),
         ("side", "u1"),  # aggressor: 0 = buyer, 1 = seller
         ("shown", "f8"),  # passive-side size displayed at ``price`` just before the trade
-        ("msg", "i4"),  # book message ends recorded before this trade in the same batch
+        ("msg", "i4"),  # book message ends recorded before this trade in the same chunk
     ]
 )
 

@@ -8,7 +8,7 @@ Layout (one symbol):
 * a **sorted overflow** per side (parallel ``price``/``size`` arrays in ascending price) for
   levels outside the window: real books carry far-away orders (Binance futures snapshots hold
   bids at 1 % of the price), which a dense array over the whole span could not afford;
-* the window re-centres on the mid when the mid leaves its middle half (between batches or at a
+* the window re-centres on the mid when the mid leaves its middle half (checked at every
   message end, in O(window + overflow)), moving levels between the two parts.
 
 :func:`apply_batch` applies ``MD_DTYPE`` columns in one compiled loop: no Python objects per row,
@@ -43,7 +43,8 @@ LAST_SEQ, TS_EVENT, TS_INIT, IN_SNAP = 8, 9, 10, 11
 ERR_CODE, ERR_ROW, ERR_A, ERR_B = 12, 13, 14, 15
 N_MSGS, N_TRADES, BASE_SET, RESYNC_ROW = 16, 17, 18, 19
 BLO, BHI, ALO, AHI = 20, 21, 22, 23
-N_STATE = 24
+OPEN_MSG = 24  # 1 while a book message has started and not yet ended (F_LAST)
+N_STATE = 25
 
 # kernel return status
 DONE, GROW_BIDS, GROW_ASKS, RECENTER, FRAMES_FULL = 0, 1, 2, 3, 4
@@ -386,7 +387,9 @@ def apply_batch(
         st[LAST_SEQ] = seq[i]
         st[TS_EVENT] = ts_event[i]
         st[TS_INIT] = ts_init[i]
+        st[OPEN_MSG] = 1
         if flags[i] & 1:
+            st[OPEN_MSG] = 0
             st[IN_SNAP] = 0
             bb, ba = best_prices(st, obp, oap)
             if bb != NO_PRICE and ba != NO_PRICE and bb >= ba and st[ERR_CODE] == 0:
@@ -438,6 +441,10 @@ class LadderBook:
         cap = int(window_ticks)
         if cap < 64:
             raise ValueError(f"window_ticks must be >= 64, was {cap}")
+        if overflow < 1:
+            raise ValueError(f"overflow must be >= 1, was {overflow}")
+        if frame_rows < 1:
+            raise ValueError(f"frame_rows must be >= 1, was {frame_rows}")
         self.st = np.zeros(N_STATE, dtype=np.int64)
         self.st[CAP] = cap
         self.bid = np.zeros(cap, dtype=np.float64)
@@ -604,6 +611,17 @@ class LadderBook:
         return int(self.st[TS_INIT])
 
     @property
+    def in_snapshot(self) -> bool:
+        """True while a snapshot has started and not yet ended (it may span batches)."""
+        return bool(self.st[IN_SNAP])
+
+    @property
+    def open_message(self) -> bool:
+        """True while a book message has started and not yet ended (no ``F_LAST`` yet): the
+        book is not consistent there."""
+        return bool(self.st[OPEN_MSG])
+
+    @property
     def crossed(self) -> bool:
         bb, ba = self.best_bid, self.best_ask
         return bb is not None and ba is not None and bb >= ba
@@ -663,14 +681,17 @@ class LadderBook:
             "ts_init": self.ts_init,
             "window_ticks": int(self.st[CAP]),
             "base": int(self.st[BASE]),
+            "in_snapshot": self.in_snapshot,
+            "open_message": self.open_message,
         }
 
     @classmethod
     def restore(cls, image: dict[str, Any], window_ticks: int | None = None) -> LadderBook:
         """Rebuild a book from :meth:`snapshot` (or ``L2Book.snapshot``) output."""
-        book = cls(int(window_ticks or image.get("window_ticks", 1 << 15)))
-        bids = sorted((int(p), float(s)) for p, s in image["bids"])
-        asks = sorted((int(p), float(s)) for p, s in image["asks"])
+        book = cls(int(window_ticks or image.get("window_ticks", 1 << 16)))
+        # a level of size <= 0 is no level; a repeated price keeps its last size
+        bids = sorted({int(p): float(s) for p, s in image["bids"] if float(s) > 0}.items())
+        asks = sorted({int(p): float(s) for p, s in image["asks"] if float(s) > 0}.items())
         b = (np.array([p for p, _ in bids], np.int64), np.array([s for _, s in bids]))
         a = (np.array([p for p, _ in asks], np.int64), np.array([s for _, s in asks]))
         st = book.st
@@ -685,6 +706,8 @@ class LadderBook:
         st[LAST_SEQ] = int(image["last_seq"])
         st[TS_EVENT] = int(image["ts_event"])
         st[TS_INIT] = int(image["ts_init"])
+        st[IN_SNAP] = int(bool(image.get("in_snapshot", False)))
+        st[OPEN_MSG] = int(bool(image.get("open_message", False)))
         return book
 
 

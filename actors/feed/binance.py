@@ -114,6 +114,17 @@ def _req(d: Mapping[str, Any], key: str) -> Any:
     return d[key]
 
 
+MAX_MS = (2**63 - 1) // 1_000_000  # the latest exchange time (ms) an int64 ns can hold
+
+
+def _ms_to_ns(d: dict[str, Any], key: str) -> int:
+    """An exchange time in ms as ns; out of the int64 ns range is a named error."""
+    ms = _int(d, key)
+    if not 0 < ms <= MAX_MS:
+        raise ValidationError(key, f"a time in ms in 1..{MAX_MS}", ms)
+    return ms * 1_000_000
+
+
 def _int(d: Mapping[str, Any], key: str) -> int:
     v = _req(d, key)
     if isinstance(v, bool) or not isinstance(v, int):
@@ -283,12 +294,17 @@ class BinanceSymbolSync:
         """Apply a REST snapshot, then the buffered diffs that follow it."""
         try:
             last_id = _int(snap, "lastUpdateId")
-            te = (_int(snap, "E") if "E" in snap else 0) * 1_000_000 or ts_init
+            te = _ms_to_ns(snap, "E") if "E" in snap else ts_init
             levels = self._levels(snap, ("bids", "asks"))
             if not levels:  # an empty book: one clear-like snapshot row is not representable
                 raise ValidationError("snapshot", "non-empty", "no levels")
         except ValidationError as exc:
             self.reject(f"snapshot {snap.get('lastUpdateId')}", exc)
+            return
+        if self.synced and self.last_u is not None and last_id <= self.last_u:
+            # older than the book already built from the live chain: it would move the book
+            # back in time; the chain is intact, so the snapshot is not needed
+            self.stats.dropped_stale += 1
             return
         self.rows.add_levels(te, ts_init, last_id, SNAPSHOT, levels, F_SNAPSHOT)
         self.rows.mark_last()
@@ -320,7 +336,7 @@ class BinanceSymbolSync:
             else:
                 ok = _int(d, "pu") == self.last_u if futures else big_u == self.last_u + 1
             if ok:
-                te = _int(d, "E") * 1_000_000
+                te = _ms_to_ns(d, "E")
                 levels = self._levels(d, ("b", "a"))
         except ValidationError as exc:
             self.reject(f"depthUpdate U={d.get('U')!r} u={d.get('u')!r}", exc)
@@ -352,7 +368,7 @@ class BinanceSymbolSync:
             return
         ins = self.instrument
         try:
-            te = _int(d, "T") * 1_000_000
+            te = _ms_to_ns(d, "T")
             side = ASK if _bool(d, "m") else BID
             px, sz = ins.price_to_ticks(_req(d, "p")), _size(_req(d, "q"))
         except ValidationError as exc:

@@ -71,6 +71,7 @@ C_DIFFS, C_APPLIED, C_STALE, C_BUFFERED, C_TRADES = range(5)
 N_COUNT = 5
 # stop reasons
 R_END, R_PY, R_FULL = 0, 1, 2
+MAX_MS = (2**63 - 1) // 1_000_000  # the latest exchange time (ms) an int64 ns can hold
 # event records: (type, value, counters...)
 EV_CUT, EV_TICKER = 0, 1
 N_EV = 2 + N_COUNT
@@ -1050,6 +1051,8 @@ def sync_run(order: np.ndarray, j0: int, kinds: np.ndarray, refs: np.ndarray, ts
             cnt[C_BUFFERED] += 1
         elif k == K_DEPTH:
             verdict = _chain(dm, r, has_last, last_u, st[S_SNAP_ID], st[S_FUTURES] != 0)
+            if not 0 < dm[r, D_E] <= MAX_MS:
+                verdict = V_REFERENCE  # a time ns cannot hold: the reference rejects it
             if verdict == V_REFERENCE:
                 reason = R_PY  # the reference counts and reports the gap
                 break
@@ -1073,6 +1076,9 @@ def sync_run(order: np.ndarray, j0: int, kinds: np.ndarray, refs: np.ndarray, ts
                 cnt[C_APPLIED] += 1
                 has_last = True
         elif k == K_TRADE:
+            if synced and has_last and not 0 < tr[r, T_T] <= MAX_MS:
+                reason = R_PY  # a time ns cannot hold: the reference rejects it
+                break
             if synced and has_last:
                 if n + 1 > rows.size:
                     st[S_NEED] = 1

@@ -268,7 +268,10 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     return _csv_records(path)
 
 
-def _int(rec: dict[str, str], name: str, where: str, lo: int = 0) -> int:
+INT64_MAX = 2**63 - 1
+
+
+def _int(rec: dict[str, str], name: str, where: str, lo: int = 0, hi: int = INT64_MAX) -> int:
     v = rec.get(name, "")
     try:
         x = int(v)
@@ -276,6 +279,8 @@ def _int(rec: dict[str, str], name: str, where: str, lo: int = 0) -> int:
         raise ValidationError(f"{where}.{name}", "an integer", v) from None
     if x < lo:
         raise ValidationError(f"{where}.{name}", f">= {lo}", x)
+    if x > hi:  # integer columns land in int64 (order ids in uint64)
+        raise ValidationError(f"{where}.{name}", f"<= {hi}", x)
     return x
 
 
@@ -348,7 +353,7 @@ class _Reader:
             if size < 0:
                 raise ValidationError(f"{where}.size", ">= 0", size_txt)
         if action in "ACMF":
-            oid = _int(rec, "order_id", where, 1)
+            oid = _int(rec, "order_id", where, 1, 2**64 - 1)
         if action in "ACM":
             if side_txt == "N":
                 raise ValidationError(f"{where}.side", f"'A' or 'B' on action {action}", "N")

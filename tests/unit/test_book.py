@@ -262,3 +262,49 @@ def test_engine_frames_in_small_chunks_give_the_same_features() -> None:
         ua, ub = a.on_batch(rows[i : i + 100]), b.on_batch(rows[i : i + 100])
         assert np.array_equal(ua.decision.features, ub.decision.features)
         assert ua.view == ub.view
+
+
+def test_quarantine_lifts_when_the_resync_snapshot_ends_not_when_it_starts() -> None:
+    from actors.core.batch import F_GAP
+
+    eng = engine()
+    eng.on_batch(snapshot([(100, 1.0)], [(101, 1.0)]))
+    eng.on_batch(make_rows([(CLEAR, 0, 0, 0.0, F_LAST | F_GAP)], start_seq=5))
+    snap = snapshot([(100, 1.0), (99, 1.0)], [(101, 1.0), (102, 1.0)])
+    snap["seq"] = 9
+    half = eng.on_batch(snap[:2])  # the bids only: a half-built book
+    assert half.view.quarantined and not half.resynced and half.decision is None
+    done = eng.on_batch(snap[2:])
+    assert done.resynced and not done.view.quarantined
+
+
+def test_a_trade_ending_a_batch_inside_an_open_book_message_gives_no_decision() -> None:
+    eng = engine()
+    eng.on_batch(snapshot([(100, 1.0)], [(101, 1.0)]))
+    rows = make_rows([(DELTA, ASK, 101, 0.0, 0), (TRADE, BID, 101, 1.0, F_LAST)], start_seq=2)
+    upd = eng.on_batch(rows)  # the ask side is empty mid-message: no crash, no decision
+    assert upd.decision is None and upd.errors == ()
+
+
+def test_sequence_error_during_an_l3_cross_needs_a_snapshot_not_an_uncross() -> None:
+    from actors.core.batch import ADD, CANCEL
+
+    eng = engine()
+    r = make_rows([(ADD, BID, 100, 1.0, 0), (ADD, ASK, 99, 1.0, F_LAST)], start_seq=10)
+    r["order_id"] = [1, 2]
+    assert eng.on_batch(r).quarantine_kind == "crossed"
+    r = make_rows([(CANCEL, ASK, 99, 1.0, F_LAST)], start_seq=3)  # seq goes backwards
+    r["order_id"] = [2]
+    upd = eng.on_batch(r)  # uncrossed now, but the sequence broke: still quarantined
+    assert upd.view.quarantined and eng.quarantine_kind == "sequence"
+
+
+def test_fills_alone_change_no_level_and_do_not_crash() -> None:
+    eng = engine()
+    r = make_rows([(TRADE, BID, 100, 1.0, 0)], start_seq=1)
+    r["order_id"] = [7]  # a resting order's fill (L3): consumed by the L3 book
+    from actors.book.l3 import L3Book
+
+    eng.l3 = L3Book()
+    upd = eng.on_batch(r)
+    assert upd.events == 1 and upd.decision is None and upd.errors == ()

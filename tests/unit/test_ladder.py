@@ -102,3 +102,14 @@ def test_snapshot_resyncs_and_checkpoint_round_trips() -> None:
 def test_window_must_be_reasonable() -> None:
     with pytest.raises(ValueError, match="window_ticks must be >= 64, was 8"):
         LadderBook(8)
+
+
+def test_restore_ignores_empty_and_repeated_levels_and_bad_sizes_are_refused() -> None:
+    img = {"bids": [[100, 0.0], [99, 1.0], [99, 2.0]], "asks": [[101, 1.0]], "last_seq": 1,
+           "ts_event": 1, "ts_init": 1}
+    b = LadderBook.restore(img, 64)
+    assert b.top(5) == ([99], [2.0], [101], [1.0]) and b.n_levels() == (1, 1)
+    with pytest.raises(ValueError, match="overflow must be >= 1, was 0"):
+        LadderBook(64, overflow=0)
+    with pytest.raises(ValueError, match="frame_rows must be >= 1, was 0"):
+        LadderBook(64, frame_rows=0)
