@@ -28,6 +28,7 @@ class SymbolActor:
         self.symbol = instrument.symbol
         self.metrics = Metrics()
         self.batches = 0
+        _warm_up(instrument, book, features)
 
     def _apply(self, batch: MarketBatch, view: bool) -> SymbolUpdate:
         t0 = time.perf_counter_ns()
@@ -73,3 +74,18 @@ class SymbolActor:
     def restore(self, image: dict[str, Any]) -> None:
         """Restore the engine from a checkpoint image (``snapshot`` output)."""
         self.engine.restore(image)
+
+
+def _warm_up(instrument: Instrument, book: dict[str, Any], features: dict[str, Any]) -> None:
+    """Run the compiled kernels once on a throwaway engine, so loading (or compiling) them
+    happens when the actor starts, not on the first live batch (seconds of latency)."""
+    from actors.core.batch import ASK, BID, DELTA, F_LAST, F_SNAPSHOT, SNAPSHOT, TRADE, empty_rows
+
+    rows = empty_rows(4)
+    spec = [(SNAPSHOT, BID, 100, 1.0, F_SNAPSHOT), (SNAPSHOT, ASK, 101, 1.0, F_SNAPSHOT | F_LAST),
+            (TRADE, BID, 101, 0.5, F_LAST), (DELTA, BID, 100, 2.0, F_LAST)]
+    for i, (kind, side, price, size, flags) in enumerate(spec):
+        rows[i] = (1 + i, 1 + i, 1, kind, side, price, size, flags, 0)
+    eng = SymbolEngine(instrument, BookConfig.model_validate(book),
+                       FeaturesConfig.model_validate(features), make_clock(True))
+    eng.on_batch(rows)
