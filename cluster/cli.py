@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -27,6 +28,8 @@ config_app = typer.Typer(no_args_is_help=True, help="Validate and describe confi
 models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
+feed_app = typer.Typer(no_args_is_help=True, help="The exchange feed server.")
+app.add_typer(feed_app, name="feed")
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -83,6 +86,13 @@ def run(
     ] = False,
     seed: Annotated[int | None, typer.Option(help="Override simulator.seed.")] = None,
     progress: Annotated[bool, typer.Option(help="Show live progress.")] = True,
+    feed: Annotated[
+        str | None,
+        typer.Option(help="Live Binance-compatible feed ws://HOST:PORT (sets feed.source=ws)."),
+    ] = None,
+    market: Annotated[
+        str | None, typer.Option(help="With --feed: usdm or spot (default: feed.market).")
+    ] = None,
 ) -> None:
     """Run the whole topology and print runs/<run_id>/summary.json."""
     from cluster.runner import run_pipeline
@@ -91,6 +101,29 @@ def run(
     try:
         if seed is not None:
             cfg = cfg.with_overrides(simulator={"seed": seed})
+        if feed is not None:  # the configured symbols Binance lists, with Binance's filters
+            from pydantic import ValidationError as PydanticError
+
+            from actors.feed.binance import KNOWN_INSTRUMENTS
+
+            mk = market or cfg.feed.market
+            data = cfg.model_dump(mode="json")
+            known = [i for i in data["instruments"] if (mk, i["symbol"]) in KNOWN_INSTRUMENTS]
+            if not known:
+                syms = sorted(s for m, s in KNOWN_INSTRUMENTS if m == mk)
+                raise ConfigError("--feed", [f"instruments must include one of {syms}, was "
+                                             f"{[i['symbol'] for i in data['instruments']]}"])
+            for i in known:
+                i["tick_size"], i["lot_size"] = KNOWN_INSTRUMENTS[(mk, i["symbol"])]
+                i["venue"] = f"BINANCE-{mk.upper()}"
+            data["instruments"] = known
+            data["feed"] = {**data["feed"], "source": "ws", "url": feed, "market": mk}
+            try:
+                cfg = RaydeskConfig.model_validate(data)
+            except PydanticError as exc:
+                raise ConfigError("--feed", [
+                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+                ]) from None
         if duration is not None and duration <= 0:
             raise ConfigError("--duration", [f"duration must be > 0, was {duration!r}"])
         if events is not None and events <= 0:
@@ -178,6 +211,54 @@ def replay_cmd(
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(1) from None
     print(json.dumps(summary, indent=2))
+
+
+@feed_app.command("serve", context_settings={"allow_extra_args": True})
+def feed_serve(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(help="Port (WebSocket + REST + control).")] = 9443,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    source: Annotated[str, typer.Option(help="sim | binance")] = "sim",
+    data: Annotated[
+        list[Path] | None,
+        typer.Option("--data", help="Recording file(s) (--source binance): --data A B C."),
+    ] = None,
+    speed: Annotated[float, typer.Option(help="Pace x recorded/simulated time; 0 = max.")] = 1.0,
+    faults: Annotated[Path | None, typer.Option(help="Scheduled faults (YAML).")] = None,
+    stamp: Annotated[bool, typer.Option(help="Add _sent_ns to combined envelopes.")] = False,
+    wait_clients: Annotated[int, typer.Option(help="Start once N clients connect.")] = 1,
+    config: ConfigOpt = DEFAULT_CONFIG,
+) -> None:
+    """Serve market data in Binance's protocol (see actors/feed/server.py)."""
+    import asyncio
+
+    from actors.feed.server import FaultsConfig, FeedServer, SimSource
+    from actors.feed.wire import BinanceReplaySource
+
+    paths = list(data or []) + [Path(a) for a in ctx.args]
+    if source not in ("sim", "binance") or (source == "binance" and not paths):
+        err.print(f"error: --source must be sim or binance (with --data), was {source!r} "
+                  f"with {len(paths)} files", markup=False)
+        raise typer.Exit(2)
+    try:
+        src = SimSource(_load(config)) if source == "sim" else BinanceReplaySource(paths)
+        fc = FaultsConfig.load(faults) if faults else None
+    except ValueError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    srv = FeedServer(src, host=host, port=port, speed=speed, faults=fc, stamp=stamp,
+                     wait_clients=wait_clients)
+
+    async def main() -> None:
+        await srv.start()
+        err.print(f"feed serve: ws://{host}:{srv.port} ({source}, speed {speed})", markup=False)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await srv.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
 
 
 @config_app.command("validate")

@@ -75,10 +75,51 @@ class SimulatorConfig(Strict):
 
 
 class FeedConfig(Strict):
-    source: Literal["sim"] = Field("sim", description="Market-data source.")
-    batch_interval_ms: float = Field(
-        100.0, gt=0, le=10_000, description="Micro-batch interval: one batch per symbol per step."
+    source: Literal["sim", "ws"] = Field(
+        "sim", description="Market-data source: the built-in simulator, or a live Binance-"
+        "compatible WebSocket feed at `url` (symbols: the configured instruments)."
     )
+    batch_interval_ms: float = Field(
+        100.0, gt=0, le=10_000, description="Micro-batch interval: one batch per symbol per step "
+        "(ws: the longest a step waits for data)."
+    )
+    url: str | None = Field(
+        None, pattern=r"^wss?://[^/\s]+/?$",
+        description="ws: server base URL, ws://HOST:PORT (the client opens /stream?streams=...).",
+    )
+    rest_url: str | None = Field(
+        None, pattern=r"^https?://[^/\s]+/?$",
+        description="ws: base URL of the REST depth snapshot (default: derived from url).",
+    )
+    market: Literal["usdm", "spot"] = Field(
+        "usdm", description="ws: Binance market: USD-M futures (pu chain) or spot (U == u+1)."
+    )
+    max_batch_delay_ms: float = Field(
+        1.0, ge=0, le=1000, description="ws: longest a received row waits for more rows."
+    )
+    queue_rows: int = Field(
+        1_000_000, ge=1000, description="ws: undrained rows per symbol before the oldest are "
+        "dropped (counted) and the symbol resynced."
+    )
+    reconnect_initial_s: float = Field(0.1, gt=0, description="ws: first reconnect backoff cap.")
+    reconnect_max_s: float = Field(5.0, gt=0, description="ws: largest reconnect backoff.")
+    reconnect_multiplier: float = Field(
+        2.0, ge=1, description="ws: backoff growth per failed attempt (full jitter)."
+    )
+    stall_timeout_s: float = Field(
+        10.0, gt=0, description="ws: silence on an open connection that counts as dead."
+    )
+
+    @model_validator(mode="after")
+    def _ws_needs_url(self) -> FeedConfig:
+        if self.source == "ws" and not self.url:
+            raise ValueError(f"url must be set when source is 'ws', was {self.url!r}")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError(
+                f"reconnect_max_s must be >= reconnect_initial_s {self.reconnect_initial_s}, "
+                f"was {self.reconnect_max_s}"
+            )
+        return self
 
 
 class BookConfig(Strict):

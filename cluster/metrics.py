@@ -73,6 +73,24 @@ METRICS: dict[str, MetricSpec] = {
     "raydesk_pnl": MetricSpec("gauge", "Total PnL (realised - fees + unrealised).", ()),
     "raydesk_position_lots": MetricSpec("gauge", "Position per symbol, lots.", ("symbol",)),
     "raydesk_journal_records": MetricSpec("counter", "Records journaled.", ()),
+    "raydesk_feed_messages": MetricSpec(
+        "counter", "Live feed messages received.", ("symbol",)
+    ),
+    "raydesk_feed_faults": MetricSpec(
+        "counter",
+        "Live feed faults (reason: gap, stale, malformed, unknown_stream, bad_field, crossed, "
+        "snapshot).",
+        ("reason",),
+    ),
+    "raydesk_feed_resyncs": MetricSpec(
+        "counter", "Live feed resyncs from a REST snapshot.", ("symbol", "reason")
+    ),
+    "raydesk_feed_reconnects": MetricSpec(
+        "counter", "Live feed reconnects (reason: closed, stall, error).", ("reason",)
+    ),
+    "raydesk_feed_dropped": MetricSpec(
+        "counter", "Live feed rows dropped by backpressure.", ("symbol",)
+    ),
 }
 
 

@@ -9,6 +9,7 @@ leave when a real feed's messages would have arrived.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -36,6 +37,53 @@ class FeedActor:
         self.sim: MarketSimulator | None = None
         self.sim_now = start_ns
         self.wall_start_ns = 0
+        self.ws: Any = None  # the live client (source == "ws")
+        self._ws_task: asyncio.Task[None] | None = None
+
+    def _start_ws(self) -> Any:
+        from actors.feed.ws_client import BinanceWsClient
+        from cluster.metrics import Metrics
+
+        f = self.cfg.feed
+        self.ws = BinanceWsClient(
+            f.url or "", self.instruments, market=f.market, rest_url=f.rest_url,
+            max_batch_delay_ms=f.max_batch_delay_ms, queue_rows=f.queue_rows,
+            reconnect_initial_s=f.reconnect_initial_s, reconnect_max_s=f.reconnect_max_s,
+            reconnect_multiplier=f.reconnect_multiplier, stall_timeout_s=f.stall_timeout_s,
+            metrics=Metrics(),
+        )
+        self._ws_task = asyncio.get_running_loop().create_task(self.ws.run())
+        return self.ws
+
+    async def _next_ws(self) -> tuple[int, dict[str, MarketBatch]]:
+        """Live feed: the rows received since the last call, per symbol."""
+        client = self.ws or self._start_ws()
+        await client.wait_rows(self.step_ns / 1e9)
+        rows = client.drain()
+        wall = time.time_ns()
+        return wall, {
+            sym: MarketBatch(self.instruments[sym], rows[sym],
+                             wall_init_ns=int(rows[sym]["ts_init"][-1]) if len(rows[sym])
+                             else wall)
+            for sym in self.instruments
+        }
+
+    def request_resync(self, symbol: str, reason: str = "crossed") -> None:
+        """Quarantine ``symbol`` and resync it from a new snapshot (live feed only)."""
+        if self.ws is not None:
+            self.ws.request_resync(symbol, reason)
+
+    def feed_stats(self) -> dict[str, Any]:
+        """The live client's counters (empty on the simulator)."""
+        return self.ws.stats() if self.ws is not None else {}
+
+    async def stop(self) -> None:
+        """Stop the live client (if any)."""
+        if self._ws_task is not None:
+            self._ws_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._ws_task
+            self._ws_task = None
 
     def _start(self) -> MarketSimulator:
         # Live, the simulated exchange's clock starts when the first batch is asked for, so
@@ -49,7 +97,10 @@ class FeedActor:
         )
 
     async def next_batches(self) -> tuple[int, dict[str, MarketBatch]]:
-        """Advance one interval; return ``(sim_now_ns, {symbol: batch})``."""
+        """Advance one interval; return ``(sim_now_ns, {symbol: batch})`` (live feed: the
+        rows received since the last call, with the wall clock as ``now``)."""
+        if self.cfg.feed.source == "ws":
+            return await self._next_ws()
         if self.sim is None:
             self.sim = self._start()
         target = self.sim_now + self.step_ns

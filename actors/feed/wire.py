@@ -1,0 +1,293 @@
+"""Sources of Binance wire messages for the feed server, and the book behind its REST snapshot.
+
+A source turns market data into *wire events*: tuples ``(t_ns, sym, chan, text, diff)`` where
+``t_ns`` is the pacing clock (recorded receive time, or simulated time), ``sym`` the lower-case
+symbol, ``chan`` one of :data:`DEPTH`, :data:`TRADE`, :data:`TICKER`, ``text`` the Binance
+``data`` object as JSON text (sent verbatim) and ``diff`` the parsed ``depthUpdate`` (``None``
+for other channels).
+
+:class:`SymbolBook` is the exchange-side book of one symbol: the REST snapshot plus every diff
+*sent so far*, applied lazily (only when a snapshot is asked for, so sending costs nothing).
+Its ``lastUpdateId`` obeys Binance's sync rules for a client that subscribed before asking:
+
+* spot: ``lastUpdateId`` = ``u`` of the last sent diff; the next diff has ``U == u + 1``.
+* USD-M futures: ``lastUpdateId`` = ``U`` of the next diff to be sent (the book is the one
+  after the last sent diff; the next diff sets absolute sizes, so a client applying it from
+  this snapshot gets the exchange's book): the next diff then has ``U <= lastUpdateId <= u``
+  whether or not the client also holds the last sent diff. At the end of a replay, the last
+  sent ``u``.
+
+Example:
+    >>> src = BinanceReplaySource(["usdm/btcusdt_20240808.gz"])  # doctest: +SKIP
+    >>> src.books["btcusdt"].rest(5)["lastUpdateId"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import gzip
+import heapq
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from actors.core.batch import ASK, BID, F_LAST, SNAPSHOT, TRADE
+from actors.core.errors import ValidationError
+from actors.core.instruments import Instrument
+
+DEPTH, TRADE_CH, TICKER = 0, 1, 2
+WireEvent = tuple[int, str, int, str, Any]
+
+
+class SymbolBook:
+    """The exchange's book of one symbol, as of the diffs sent so far (see module docstring).
+
+    Args:
+        symbol: Upper-case symbol.
+        market: ``"usdm"`` or ``"spot"``.
+        snapshot: A REST depth snapshot (``lastUpdateId``, ``bids``, ``asks``, opt. ``E``/``T``).
+    """
+
+    def __init__(self, symbol: str, market: str, snapshot: dict[str, Any]) -> None:
+        self.symbol = symbol
+        self.market = market
+        self.lid = int(snapshot["lastUpdateId"])
+        self.E = int(snapshot.get("E", 0))
+        self.T = int(snapshot.get("T", 0))
+        self.levels: tuple[dict[float, tuple[str, str]], dict[float, tuple[str, str]]] = ({}, {})
+        for side, key in ((0, "bids"), (1, "asks")):
+            self._set(side, snapshot[key])
+        self.diffs: list[dict[str, Any]] = []  # every diff of the source, in send order
+        self.sent = 0  # diffs[:sent] have been sent
+        self.applied = 0  # diffs[:applied] are in ``levels`` (or were stale)
+        self.last_u: int | None = None  # u of the last applied diff
+        self.contiguous_ids = False  # ids are consecutive (the simulator): next U = u + 1
+
+    def _set(self, side: int, levels: Iterable[Sequence[str]]) -> None:
+        book = self.levels[side]
+        for p, q in levels:
+            if float(q) == 0.0:
+                book.pop(float(p), None)
+            else:
+                book[float(p)] = (p, q)
+
+    def _catch_up(self) -> None:
+        futures = self.market == "usdm"
+        for d in self.diffs[self.applied:self.sent]:
+            u = d["u"]
+            if self.last_u is None and (u < self.lid or (not futures and u <= self.lid)):
+                continue  # older than the snapshot (Binance's rule 1)
+            self._set(0, d["b"])
+            self._set(1, d["a"])
+            self.last_u = u
+            self.E = d.get("E", self.E)
+            self.T = d.get("T", self.T)
+        self.applied = self.sent
+
+    def last_update_id(self) -> int:
+        """The ``lastUpdateId`` a snapshot taken now carries (see module docstring)."""
+        self._catch_up()
+        if self.last_u is None:
+            return self.lid
+        if self.market != "usdm":
+            return self.last_u
+        if self.sent < len(self.diffs):
+            return int(self.diffs[self.sent]["U"])
+        return self.last_u + 1 if self.contiguous_ids else self.last_u
+
+    def rest(self, limit: int) -> dict[str, Any]:
+        """The REST depth snapshot of the book now: the best ``limit`` levels per side."""
+        lid = self.last_update_id()
+        bids = [self.levels[0][k] for k in sorted(self.levels[0], reverse=True)[:limit]]
+        asks = [self.levels[1][k] for k in sorted(self.levels[1])[:limit]]
+        out: dict[str, Any] = {"lastUpdateId": lid}
+        if self.market == "usdm":
+            out["E"], out["T"] = self.E, self.T
+        out["bids"] = [list(x) for x in bids]
+        out["asks"] = [list(x) for x in asks]
+        return out
+
+
+# --- recorded Binance sessions -------------------------------------------------------------
+def _market_of_path(path: Path) -> str | None:
+    parts = {p.lower() for p in path.parts}
+    if parts & {"usdm", "futures", "fapi"}:
+        return "usdm"
+    if "spot" in parts:
+        return "spot"
+    return None
+
+
+def _file_events(path: Path) -> Iterator[tuple[int, str | None, dict[str, Any] | None, str]]:
+    """``(ts, stream, data, data_text)`` per line; a snapshot line has stream ``None``."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:  # type: ignore[operator]
+        for lineno, line in enumerate(f, start=1):
+            ts_s, _, body = line.rstrip("\n").partition(" ")
+            try:
+                ts = int(ts_s)
+                msg = json.loads(body)
+            except ValueError:
+                raise ValidationError(f"{path.name}:{lineno}", "'<ns> <json>'", line[:80]) from None
+            if "lastUpdateId" in msg:
+                yield ts, None, msg, body
+                continue
+            stream, data = msg.get("stream"), msg.get("data")
+            if not isinstance(stream, str) or not isinstance(data, dict):
+                raise ValidationError(f"{path.name}:{lineno}", "a combined-stream message",
+                                      body[:80])
+            i = body.find('"data":')
+            text = body[i + 7:-1] if i >= 0 and body.endswith("}") else ""
+            if not (text.startswith("{") and text.endswith("}")):
+                text = json.dumps(data, separators=(",", ":"))
+            yield ts, stream, data, text
+
+
+class BinanceReplaySource:
+    """Recorded Binance sessions (``<local_ns> <json>`` lines) as wire events.
+
+    Files of one symbol form a session, in the order given; several symbols are merged by
+    recorded receive time. The market is taken from the path (``usdm``/``spot`` folder) or,
+    failing that, from the content (futures diffs carry ``pu``).
+
+    Args:
+        paths: Recording files.
+
+    Raises:
+        ValidationError: A file with a bad line, or a symbol without a REST snapshot line.
+    """
+
+    def __init__(self, paths: Iterable[str | Path]) -> None:
+        per_sym: dict[str, list[WireEvent]] = {}
+        snaps: dict[str, dict[str, Any]] = {}
+        markets: dict[str, str] = {}
+        for path in map(Path, paths):
+            sym_of_file: str | None = None
+            early: list[dict[str, Any]] = []
+            for ts, stream, data, text in _file_events(path):
+                if stream is None:
+                    if sym_of_file is None:
+                        early.append(data)  # type: ignore[arg-type]
+                    else:
+                        snaps.setdefault(sym_of_file, data)  # type: ignore[arg-type]
+                    continue
+                assert data is not None
+                sym = stream.split("@")[0].lower()
+                if sym_of_file is None:
+                    sym_of_file = sym
+                    for snap in early:
+                        snaps.setdefault(sym, snap)
+                    market = _market_of_path(path) or ("usdm" if "pu" in data else "spot")
+                    markets.setdefault(sym, market)
+                ev = data.get("e")
+                if ev == "depthUpdate":
+                    per_sym.setdefault(sym, []).append((ts, sym, DEPTH, text, data))
+                elif ev == "trade":
+                    per_sym.setdefault(sym, []).append((ts, sym, TRADE_CH, text, None))
+                elif "A" in data and "B" in data:
+                    per_sym.setdefault(sym, []).append((ts, sym, TICKER, text, None))
+        self.books: dict[str, SymbolBook] = {}
+        for sym, evs in per_sym.items():
+            if sym not in snaps:
+                raise ValidationError(f"session {sym}", "one with a REST snapshot line", "none")
+            book = SymbolBook(sym.upper(), markets[sym], snaps[sym])
+            book.diffs = [e[4] for e in evs if e[2] == DEPTH]
+            self.books[sym] = book
+        self.events: list[WireEvent] = list(
+            heapq.merge(*per_sym.values(), key=lambda e: e[0])
+        )
+
+    def __iter__(self) -> Iterator[WireEvent]:
+        return iter(self.events)
+
+
+# --- the simulator -------------------------------------------------------------------------
+def _fmt(d: Decimal, places: int) -> str:
+    return f"{d:.{places}f}"
+
+
+class SimWireEncoder:
+    """Encode simulator rows of one symbol as futures-style Binance messages.
+
+    One update id per market-data message (``U == u == seq``; ``pu`` the previous message's
+    ``u``), a ``trade`` per trade row (``m`` true when the aggressor sold), a ``depthUpdate``
+    per message with deltas and a ``bookTicker`` after it. Prices and sizes are written with
+    the instrument's decimals (``"61800.10"``, ``"0.250"``), like Binance.
+    """
+
+    def __init__(self, instrument: Instrument) -> None:
+        self.ins = instrument
+        self.sym = instrument.symbol.lower()
+        self.pdp = max(0, -instrument.tick_size.as_tuple().exponent)  # type: ignore[operator]
+        self.sdp = max(0, -instrument.lot_size.as_tuple().exponent)  # type: ignore[operator]
+        self.book: SymbolBook | None = None
+        self.best: tuple[dict[int, float], dict[int, float]] = ({}, {})
+        self.trade_id = 0
+        self.last_u = 0
+
+    def px(self, ticks: int) -> str:
+        return _fmt(self.ins.ticks_to_price(ticks), self.pdp)
+
+    def sz(self, size: float) -> str:
+        return f"{size:.{self.sdp}f}"
+
+    def encode(self, rows: Any) -> list[WireEvent]:
+        """Wire events of ``rows`` (``MD_DTYPE``); snapshot rows (re)build :attr:`book`."""
+        out: list[WireEvent] = []
+        snap_b: list[list[str]] = []
+        snap_a: list[list[str]] = []
+        trades: list[tuple[int, int, int, float]] = []
+        bids: list[list[str]] = []
+        asks: list[list[str]] = []
+        levels = self.best
+        for te, _ti, seq, kind, side, price, size, flags, _oid in rows.tolist():
+            if kind == SNAPSHOT:
+                (snap_b if side == BID else snap_a).append([self.px(price), self.sz(size)])
+                levels[0 if side == BID else 1][price] = size
+                if flags & F_LAST:
+                    self.book = SymbolBook(self.ins.symbol, "usdm", {
+                        "lastUpdateId": seq, "E": te // 1_000_000, "T": te // 1_000_000,
+                        "bids": snap_b, "asks": snap_a})
+                    self.book.contiguous_ids = True
+                    self.last_u = seq
+                continue
+            if kind == TRADE:
+                trades.append((te, side, price, size))
+            else:
+                (bids if side == BID else asks).append([self.px(price), self.sz(size)])
+                lv = levels[0 if side == BID else 1]
+                if size > 0:
+                    lv[price] = size
+                else:
+                    lv.pop(price, None)
+            if flags & F_LAST:
+                out.extend(self._message(te, seq, trades, bids, asks))
+                trades, bids, asks = [], [], []
+        return out
+
+    def _message(self, te: int, seq: int, trades: list[tuple[int, int, int, float]],
+                 bids: list[list[str]], asks: list[list[str]]) -> list[WireEvent]:
+        ms = te // 1_000_000
+        sym_u = self.ins.symbol
+        out: list[WireEvent] = []
+        for _te, side, price, size in trades:
+            self.trade_id += 1
+            d = {"e": "trade", "E": ms, "T": ms, "s": sym_u, "t": self.trade_id,
+                 "p": self.px(price), "q": self.sz(size), "X": "MARKET", "m": side == ASK}
+            out.append((te, self.sym, TRADE_CH, json.dumps(d, separators=(",", ":")), None))
+        if bids or asks:
+            diff = {"e": "depthUpdate", "E": ms, "T": ms, "s": sym_u, "U": seq, "u": seq,
+                    "pu": self.last_u, "b": bids, "a": asks}
+            self.last_u = seq
+            out.append((te, self.sym, DEPTH, json.dumps(diff, separators=(",", ":")), diff))
+            if self.book is not None:
+                self.book.diffs.append(diff)
+            bl, al = self.best
+            if bl and al:
+                bb, ba = max(bl), min(al)
+                tk = {"e": "bookTicker", "u": seq, "s": sym_u, "b": self.px(bb),
+                      "B": self.sz(bl[bb]), "a": self.px(ba), "A": self.sz(al[ba]),
+                      "T": ms, "E": ms}
+                out.append((te, self.sym, TICKER, json.dumps(tk, separators=(",", ":")), None))
+        return out

@@ -1,0 +1,613 @@
+"""Live Binance feed client: one combined-stream WebSocket, REST snapshots, sync per symbol.
+
+The client speaks Binance's protocol: it opens
+``<url>/stream?streams=btcusdt@depth@0ms/btcusdt@trade/...`` (envelope ``{"stream", "data"}``)
+and fetches depth snapshots from ``GET <rest_url>/fapi/v1/depth?symbol=X&limit=1000`` (USD-M
+futures) or ``/api/v3/depth`` (spot). Each symbol is synced by
+:class:`~actors.feed.binance.BinanceSymbolSync` (buffer until the snapshot, drop stale diffs,
+check the ``pu`` / ``U == u + 1`` chain), so live rows are exactly what the recorded-file loader
+produces for the same messages; ``ts_init`` is the local receive time (``time.time_ns()``).
+
+Definitions:
+
+* **quarantine**: the symbol emits one ``CLEAR`` row flagged ``F_GAP`` (the book empties and is
+  flagged invalid) and stops emitting until a new snapshot.
+* **resync**: a new REST snapshot is fetched and applied, then the diffs buffered since the
+  quarantine (sorted by update id, duplicates removed) are replayed on it.
+* Faults and what they do (``faults[reason]``): ``gap`` (broken ``pu``/``U`` chain, quarantine +
+  resync), ``stale`` (``u <= last u``: a duplicate, dropped), ``malformed`` (not a JSON
+  envelope), ``unknown_stream``, ``bad_field`` (a field breaks a rule: rejected; on a depth diff
+  also quarantine + resync, since the book missed it), ``crossed`` (reported by the book through
+  :meth:`BinanceWsClient.request_resync`), ``snapshot`` (a snapshot request failed; retried).
+* **reconnect** (``reconnects[reason]``: ``closed``, ``stall``, ``error``): every symbol is
+  quarantined (messages were lost) and resynced after the new connection opens; the delay before
+  attempt ``k`` is uniform in ``[0, min(max, initial * multiplier**k)]`` (full jitter).
+* **stall**: connected but no message for ``stall_timeout_s``: treated as a dead connection.
+* **backpressure**: rows wait in the client until :meth:`BinanceWsClient.drain`. When a symbol
+  holds more than ``queue_rows`` undrained rows, the oldest ones are dropped (counted in
+  ``dropped[symbol]``), the symbol is quarantined and resynced: never a silent loss.
+
+Example:
+    >>> client = BinanceWsClient("ws://127.0.0.1:9000", {"BTCUSDT": ins})  # doctest: +SKIP
+    >>> task = asyncio.create_task(client.run())  # doctest: +SKIP
+    >>> rows = client.drain()["BTCUSDT"]  # MD_DTYPE rows since the last drain  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from actors.core.batch import MD_DTYPE
+from actors.core.errors import ValidationError
+from actors.core.instruments import Instrument
+from actors.feed.binance import BinanceSymbolSync, _bool, _int, _ms_to_ns, _req, _size
+
+FAULT_REASONS = ("gap", "stale", "malformed", "unknown_stream", "bad_field", "crossed",
+                 "snapshot")
+RECONNECT_REASONS = ("closed", "stall", "error")
+CHUNK_ROWS = 8192  # rows per queued chunk (a chunk is the unit the backpressure drops)
+MAX_PENDING = 100_000  # buffered diffs per unsynced symbol before the oldest are dropped
+_DEPTH, _TRADE, _TICKER = 0, 1, 2
+SnapshotFetcher = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+class _LiveSync(BinanceSymbolSync):
+    """Binance sync with the live rules the recorded-file loader never needs.
+
+    * A diff with ``u <= last u`` is a duplicate: dropped and counted as stale (the loader's
+      chain check would call it a gap).
+    * A futures diff whose ``pu`` is the snapshot's ``lastUpdateId`` continues the snapshot
+      exactly (a server whose snapshot is "as of the last diff sent").
+    * The diff that broke the chain is kept in the buffer: it may follow the next snapshot.
+    """
+
+    duplicates = 0
+
+    def on_depth(self, d: dict[str, Any], ts_init: int) -> None:
+        futures = self.market == "usdm"
+        if not self.synced:  # a diff that could never apply must not wait in the buffer
+            exc = self._invalid(d)
+            if exc is not None:
+                self.reject(f"depthUpdate U={d.get('U')!r} u={d.get('u')!r}", exc)
+                return
+        else:
+            u = d.get("u")
+            if type(u) is int:
+                last = self.last_u
+                if (u <= last if last is not None else
+                        (u < self._first_after if futures else u <= self._first_after)):
+                    self.stats.dropped_stale += 1
+                    self.duplicates += 1
+                    return
+                big_u = d.get("U")
+                if (self.last_u is None and self.market == "usdm" and type(big_u) is int
+                        and d.get("pu") == self._first_after and big_u > self._first_after):
+                    self.last_u = self._first_after
+        gaps = self.stats.gaps
+        super().on_depth(d, ts_init)
+        if self.stats.gaps != gaps and self._invalid(d) is None:
+            self.pending.append((ts_init, d))
+
+    def _invalid(self, d: dict[str, Any]) -> ValidationError | None:
+        """The first field of a diff that breaks a rule (``None``: every field is valid)."""
+        try:
+            _int(d, "U"), _int(d, "u"), _ms_to_ns(d, "E")
+            if self.market == "usdm":
+                _int(d, "pu")
+            self._levels(d, ("b", "a"))
+        except ValidationError as exc:
+            return exc
+        return None
+
+    def _levels(self, d: Any, keys: tuple[str, str]) -> list[tuple[int, int, float]]:
+        out = super()._levels(d, keys)
+        for key in keys:  # JSON true/false are not prices, and a price is > 0
+            for lv in d[key]:
+                if type(lv[0]) is bool:
+                    raise ValidationError("price", "a decimal number", lv[0])
+        for _side, px, _sz in out:
+            if px <= 0:
+                raise ValidationError("price", "> 0", px)
+        return out
+
+    def on_trade(self, d: dict[str, Any], ts_init: int) -> None:
+        try:  # synced or not; the batch contract: a trade's size and price are > 0
+            _ms_to_ns(d, "T")
+            _bool(d, "m")
+            if _size(_req(d, "q")) <= 0:
+                raise ValidationError("q", "> 0", d.get("q"))
+            p = _req(d, "p")
+            if type(p) is bool or not isinstance(p, str | int | float):
+                raise ValidationError("p", "a decimal price", p)
+            if self.instrument.price_to_ticks(p) <= 0:
+                raise ValidationError("p", "> 0", p)
+        except ValidationError as exc:
+            self.reject(f"trade {d.get('t')!r}", exc)
+            return
+        super().on_trade(d, ts_init)
+
+    def lose_sync(self, ts_init: int) -> None:
+        """Quarantine: one ``CLEAR`` row flagged ``F_GAP``, nothing until a new snapshot."""
+        self._lose_sync(ts_init)
+
+
+def _sorted_pending(pending: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    """Buffered diffs by final update id, first arrival of each id kept (out-of-order and
+    duplicate delivery); diffs without an integer ``u`` keep their place at the end."""
+    keyed, other, seen = [], [], set()
+    for ti, d in pending:
+        u = d.get("u") if isinstance(d, dict) else None
+        if type(u) is int:
+            if u not in seen:
+                seen.add(u)
+                keyed.append((u, ti, d))
+        else:
+            other.append((ti, d))
+    keyed.sort(key=lambda x: x[0])
+    return [(ti, d) for _u, ti, d in keyed] + other
+
+
+def derive_rest_url(url: str) -> str:
+    """``ws://host:port[/...]`` → ``http://host:port`` (``wss`` → ``https``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("ws", "wss"):
+        raise ValidationError("url", "ws://HOST:PORT or wss://HOST:PORT", url)
+    host = rest.split("/", 1)[0]
+    return ("https" if scheme == "wss" else "http") + "://" + host
+
+
+class BinanceWsClient:
+    """The live feed client of one FeedActor (all symbols on one connection).
+
+    Args:
+        url: ``ws://HOST:PORT`` of a Binance-compatible server.
+        instruments: Symbol → instrument (tick size converts prices to ticks exactly).
+        market: ``"usdm"`` (futures rules, ``depth@0ms``) or ``"spot"`` (``depth@100ms``).
+        rest_url: Base URL of the REST snapshot (default: derived from ``url``).
+        max_batch_delay_ms: Longest a received row waits for more rows before
+            :meth:`wait_rows` reports it ready (micro-batching).
+        queue_rows: Undrained rows per symbol before the oldest are dropped.
+        reconnect_initial_s, reconnect_max_s, reconnect_multiplier: Backoff of reconnects.
+        stall_timeout_s: Silence on an open connection that counts as a dead one.
+        snapshot_limit: Levels per side asked of the REST snapshot.
+        metrics: A :class:`cluster.metrics.Metrics` (``None``: plain counters only).
+        fetch_snapshot: Replaces the REST request (tests): ``await f(symbol) -> snapshot``.
+        seed: Seed of the backoff jitter.
+
+    Plain counters (for tests): ``messages[symbol]``, ``faults[reason]``,
+    ``resyncs[(symbol, reason)]``, ``reconnects[reason]``, ``dropped[symbol]`` (rows),
+    ``errors`` (the last 1000 rejection reasons), ``connections``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        instruments: Mapping[str, Instrument],
+        *,
+        market: str = "usdm",
+        rest_url: str | None = None,
+        max_batch_delay_ms: float = 1.0,
+        queue_rows: int = 1_000_000,
+        reconnect_initial_s: float = 0.1,
+        reconnect_max_s: float = 5.0,
+        reconnect_multiplier: float = 2.0,
+        stall_timeout_s: float = 10.0,
+        snapshot_limit: int = 1000,
+        metrics: Any = None,
+        fetch_snapshot: SnapshotFetcher | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if market not in ("usdm", "spot"):
+            raise ValidationError("market", "'usdm' or 'spot'", market)
+        if queue_rows < 1:
+            raise ValidationError("queue_rows", ">= 1", queue_rows)
+        self.url = url.rstrip("/")
+        self.rest_url = (rest_url or derive_rest_url(url)).rstrip("/")
+        self.market = market
+        self.instruments = dict(instruments)
+        self.max_batch_delay_ns = int(max_batch_delay_ms * 1e6)
+        self.queue_rows = int(queue_rows)
+        self.backoff = (float(reconnect_initial_s), float(reconnect_max_s),
+                        float(reconnect_multiplier))
+        self.stall_timeout_s = float(stall_timeout_s)
+        self.snapshot_limit = int(snapshot_limit)
+        self.metrics = metrics
+        self._fetch = fetch_snapshot or self._fetch_rest
+        self._rng = random.Random(seed)
+        depth = "depth@0ms" if market == "usdm" else "depth@100ms"
+        self.syncs: dict[str, _LiveSync] = {}
+        self.routes: dict[str, tuple[str, int]] = {}
+        for sym, ins in self.instruments.items():
+            self.syncs[sym] = _LiveSync(ins, market)
+            low = sym.lower()
+            self.routes[f"{low}@{depth}"] = (sym, _DEPTH)
+            self.routes[f"{low}@trade"] = (sym, _TRADE)
+            self.routes[f"{low}@bookTicker"] = (sym, _TICKER)
+        self.streams = [s for s, (_sym, k) in self.routes.items() if k != _TICKER]
+        self.chunks: dict[str, list[np.ndarray]] = {s: [] for s in self.instruments}
+        self.chunk_rows: dict[str, int] = dict.fromkeys(self.instruments, 0)
+        self.first_row_ns: dict[str, int] = dict.fromkeys(self.instruments, 0)
+        self.messages: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()
+        self.resyncs: Counter[tuple[str, str]] = Counter()
+        self.reconnects: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self.errors: deque[str] = deque(maxlen=1000)
+        self.connections = 0
+        self.connected = False
+        self.need_resync: dict[str, str] = {}  # symbol → reason, until a snapshot is applied
+        self._reported: dict[str, Counter[Any]] = {}
+        self._wake: asyncio.Event | None = None  # a resync is wanted
+        self._data: asyncio.Event | None = None  # rows arrived
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._ws: Any = None
+        for sym in self.instruments:  # the initial sync
+            self._want_resync(sym, "initial", count=True)
+
+    # --- the message handler (no I/O) ---------------------------------------------------------
+    def stream_url(self) -> str:
+        """The combined-stream URL of every subscribed stream."""
+        return f"{self.url}/stream?streams=" + "/".join(self.streams)
+
+    def on_message(self, raw: str | bytes, ts_init: int) -> None:
+        """Handle one WebSocket frame received at ``ts_init`` (ns). Never raises.
+
+        Rejected frames are counted in ``faults[reason]`` with the reason in ``errors``.
+        """
+        try:
+            msg = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            self._reject("malformed", "message", "JSON", _clip(raw))
+            return
+        if not isinstance(msg, dict) or not isinstance(msg.get("data"), dict) \
+                or not isinstance(msg.get("stream"), str):
+            self._reject("malformed", "message", "an envelope {stream: str, data: object}",
+                         _clip(raw))
+            return
+        stream, data = msg["stream"], msg["data"]
+        route = self.routes.get(stream)
+        if route is None:
+            self._reject("unknown_stream", "stream", f"one of {len(self.routes)} subscribed",
+                         stream[:80])
+            return
+        sym, kind = route
+        if data.get("s", sym) != sym:
+            self._reject("bad_field", "s", f"{sym!r} (the stream's symbol)", data.get("s"))
+            return
+        self.messages[sym] += 1
+        sync = self.syncs[sym]
+        if kind == _TICKER:
+            return
+        want = "depthUpdate" if kind == _DEPTH else "trade"
+        if data.get("e") != want:
+            self._reject("bad_field", "e", repr(want), data.get("e"))
+            return
+        st = sync.stats
+        was_synced, gaps, stale, rejected = sync.synced, st.gaps, sync.duplicates, st.rejected
+        try:
+            if kind == _DEPTH:
+                sync.on_depth(data, ts_init)
+            else:
+                sync.on_trade(data, ts_init)
+        except Exception as exc:  # a value no rule foresaw: rejected like a bad field
+            sync.reject(f"{want}", f"{type(exc).__name__}: {exc}")
+            if kind == _DEPTH and sync.synced:
+                sync.lose_sync(ts_init)
+        if sync.duplicates != stale:
+            self._fault("stale", sync.duplicates - stale)
+        if st.rejected != rejected:
+            self._fault("bad_field", st.rejected - rejected)
+            self.errors.extend(st.errors[-(st.rejected - rejected):])
+        if st.gaps != gaps:
+            self._fault("gap", st.gaps - gaps)
+            self.errors.append(st.errors[-1])
+        if len(st.errors) > 1000:
+            del st.errors[:-100]
+        if was_synced and not sync.synced:
+            self._want_resync(sym, "gap" if st.gaps != gaps else "bad_field", count=True)
+        self._after_rows(sym, ts_init)
+
+    def request_resync(self, symbol: str, reason: str = "crossed") -> None:
+        """Quarantine ``symbol`` and resync it from a new snapshot (e.g. its book crossed)."""
+        if symbol not in self.syncs:
+            raise ValidationError("symbol", f"one of {sorted(self.syncs)}", symbol)
+        if reason == "crossed":
+            self._fault("crossed")
+        self._quarantine(symbol, reason, time.time_ns())
+
+    def apply_snapshot(self, symbol: str, snap: dict[str, Any], ts_init: int) -> bool:
+        """Apply a REST snapshot and the diffs buffered since the quarantine; True when the
+        symbol is synced afterwards (a snapshot that is bad or too old asks for another)."""
+        sync = self.syncs[symbol]
+        st = sync.stats
+        rejected, gaps, snaps = st.rejected, st.gaps, st.snapshots
+        sync.pending = _sorted_pending(sync.pending)
+        try:
+            sync.on_snapshot(snap, ts_init)
+        except Exception as exc:  # noqa: BLE001 - never crash on a hostile snapshot
+            sync.reject("snapshot", f"{type(exc).__name__}: {exc}")
+            sync.synced = False
+        if st.rejected != rejected:
+            self._fault("bad_field", st.rejected - rejected)
+        if st.gaps != gaps:
+            self._fault("gap", st.gaps - gaps)
+        ok = sync.synced and st.snapshots != snaps
+        if ok:
+            self.need_resync.pop(symbol, None)
+        elif not sync.synced:
+            self.need_resync.setdefault(symbol, "gap")
+        self._after_rows(symbol, ts_init)
+        return ok
+
+    # --- rows, micro-batches and backpressure -------------------------------------------------
+    def _after_rows(self, sym: str, ts_init: int) -> None:
+        rows = self.syncs[sym].rows
+        n = len(rows)
+        if not n and not self.chunk_rows[sym]:
+            return
+        if not self.first_row_ns[sym]:
+            self.first_row_ns[sym] = ts_init
+            if self._data is not None:
+                self._data.set()
+        if n >= CHUNK_ROWS:
+            self.chunks[sym].append(rows.take())
+            self.chunk_rows[sym] += n
+            n = 0
+        if n + self.chunk_rows[sym] > self.queue_rows:
+            self._overflow(sym, ts_init)
+
+    def _overflow(self, sym: str, ts_init: int) -> None:
+        """The consumer fell behind: drop the undrained rows (the oldest; the newer ones would
+        apply on a book that missed them), quarantine and resync."""
+        sync = self.syncs[sym]
+        self.dropped[sym] += self.chunk_rows[sym] + len(sync.rows)
+        self.chunks[sym] = []
+        self.chunk_rows[sym] = 0
+        sync.rows.take()
+        self._quarantine(sym, "dropped", ts_init)
+
+    def _quarantine(self, sym: str, reason: str, ts_init: int) -> None:
+        sync = self.syncs[sym]
+        if sync.synced or reason in ("dropped", "reconnect"):
+            sync.lose_sync(ts_init)
+        if reason == "reconnect":
+            sync.pending.clear()
+        self._want_resync(sym, reason, count=True)
+        self._after_rows(sym, ts_init)
+
+    def _want_resync(self, sym: str, reason: str, count: bool) -> None:
+        if count:
+            self.resyncs[(sym, reason)] += 1
+        self.need_resync[sym] = reason
+        if self._wake is not None:
+            self._wake.set()
+
+    def pending_rows(self, symbol: str) -> int:
+        """Undrained rows of ``symbol``."""
+        return self.chunk_rows[symbol] + len(self.syncs[symbol].rows)
+
+    def drain(self) -> dict[str, np.ndarray]:
+        """Return and forget every symbol's rows since the last drain (in arrival order)."""
+        out: dict[str, np.ndarray] = {}
+        for sym, sync in self.syncs.items():
+            chunks = self.chunks[sym]
+            if len(sync.rows):
+                chunks.append(sync.rows.take())
+            if not chunks:
+                out[sym] = np.zeros(0, dtype=MD_DTYPE)
+            else:
+                out[sym] = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+            self.chunks[sym] = []
+            self.chunk_rows[sym] = 0
+            self.first_row_ns[sym] = 0
+        self._report_metrics()
+        return out
+
+    async def wait_rows(self, timeout_s: float) -> None:
+        """Wait until some symbol has rows that have waited ``max_batch_delay_ms`` (or at
+        most ``timeout_s``)."""
+        loop_end = time.monotonic() + timeout_s
+        if self._data is None:
+            self._data = asyncio.Event()
+        wake = self._data
+        while True:
+            firsts = [t for t in self.first_row_ns.values() if t]
+            if firsts:
+                due = (min(firsts) + self.max_batch_delay_ns - time.time_ns()) / 1e9
+                left = loop_end - time.monotonic()
+                if due > 0 and left > 0:
+                    await asyncio.sleep(min(due, left))
+                return
+            left = loop_end - time.monotonic()
+            if left <= 0:
+                return
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), left)
+
+    # --- counters and metrics ----------------------------------------------------------------
+    def _reject(self, reason: str, fld: str, rule: str, value: Any) -> None:
+        self._fault(reason)
+        self.errors.append(f"{reason}: {ValidationError(fld, rule, value)}")
+
+    def _fault(self, reason: str, n: int = 1) -> None:
+        self.faults[reason] += n
+
+    def _report_metrics(self) -> None:
+        """Send the counters' increments since the last report to ``metrics``."""
+        m = self.metrics
+        if m is None:
+            return
+        for name, counter, tags in (
+            ("raydesk_feed_messages", self.messages, lambda k: {"symbol": k}),
+            ("raydesk_feed_faults", self.faults, lambda k: {"reason": k}),
+            ("raydesk_feed_resyncs", self.resyncs, lambda k: {"symbol": k[0], "reason": k[1]}),
+            ("raydesk_feed_reconnects", self.reconnects, lambda k: {"reason": k}),
+            ("raydesk_feed_dropped", self.dropped, lambda k: {"symbol": k}),
+        ):
+            seen = self._reported.setdefault(name, Counter())
+            for key, value in counter.items():
+                if value != seen[key]:
+                    m.inc(name, value - seen[key], **tags(key))
+                    seen[key] = value
+
+    def stats(self) -> dict[str, Any]:
+        """Counters as plain JSON-safe values."""
+        return {
+            "messages": dict(self.messages),
+            "faults": dict(self.faults),
+            "resyncs": {f"{s}:{r}": n for (s, r), n in self.resyncs.items()},
+            "reconnects": dict(self.reconnects),
+            "dropped": dict(self.dropped),
+            "connections": self.connections,
+            "synced": {s: y.synced for s, y in self.syncs.items()},
+        }
+
+    # --- I/O ---------------------------------------------------------------------------------
+    def _event(self) -> asyncio.Event:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        return self._wake
+
+    async def _fetch_rest(self, symbol: str) -> dict[str, Any]:
+        import aiohttp
+
+        path = "/fapi/v1/depth" if self.market == "usdm" else "/api/v3/depth"
+        url = f"{self.rest_url}{path}?symbol={symbol}&limit={self.snapshot_limit}"
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as resp:
+            if resp.status != 200:
+                raise ValidationError("snapshot", "HTTP 200", f"{resp.status} from {url}")
+            body = await resp.read()
+        snap = json.loads(body)
+        if not isinstance(snap, dict):
+            raise ValidationError("snapshot", "a JSON object", _clip(body))
+        return snap
+
+    async def _resync(self, sym: str) -> None:
+        """Fetch snapshots until ``sym`` is synced (while connected)."""
+        attempt = 0
+        while sym in self.need_resync and self.connected:
+            try:
+                snap = await self._fetch(sym)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the server may be gone: retry
+                self._fault("snapshot")
+                self.errors.append(f"snapshot {sym}: {type(exc).__name__}: {exc}")
+                await asyncio.sleep(self._delay(attempt))
+                attempt += 1
+                continue
+            if not self.apply_snapshot(sym, snap, time.time_ns()) and sym in self.need_resync:
+                await asyncio.sleep(self._delay(attempt))  # too old or bad: ask again
+                attempt += 1
+
+    def _start_resyncs(self) -> None:
+        for sym in list(self.need_resync):
+            task = self._tasks.get(sym)
+            if task is None or task.done():
+                self._tasks[sym] = asyncio.create_task(self._resync(sym))
+
+    def _delay(self, attempt: int) -> float:
+        initial, most, mult = self.backoff
+        return self._rng.uniform(0.0, min(most, initial * mult ** min(attempt, 64)))
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Connect, receive and resync until ``stop`` is set (or the task is cancelled)."""
+        from websockets.asyncio.client import connect
+
+        stop = stop or asyncio.Event()
+        wake = self._event()
+        attempt = 0
+        try:
+            while not stop.is_set():
+                reason = "error"
+                try:
+                    async with connect(self.stream_url(), max_size=None, close_timeout=0.5,
+                                       compression=None) as ws:
+                        self._ws = ws
+                        self.connected = True
+                        self.connections += 1
+                        attempt = 0
+                        reason = await self._serve(ws, stop, wake)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - refused, reset, bad handshake
+                    self.errors.append(f"connection: {type(exc).__name__}: {exc}")
+                    reason = "error"
+                self._disconnected(lost=not stop.is_set())
+                if stop.is_set():
+                    break
+                self.reconnects[reason] += 1
+                delay = self._delay(attempt)
+                attempt += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        finally:
+            self._disconnected(lost=False)
+
+    def _disconnected(self, lost: bool) -> None:
+        was = self.connected
+        self.connected = False
+        self._ws = None
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
+        if was and lost:  # messages were lost: every book restarts from a snapshot
+            now = time.time_ns()
+            for sym in self.syncs:
+                self._quarantine(sym, "reconnect", now)
+
+    async def _serve(self, ws: Any, stop: asyncio.Event, wake: asyncio.Event) -> str:
+        """Receive on ``ws`` until it closes, stalls or ``stop``; return the reason."""
+        reader = asyncio.create_task(self._read(ws))
+        self._last_rx = time.monotonic()
+        check = max(0.005, min(0.25, self.stall_timeout_s / 4))
+        try:
+            while True:
+                self._start_resyncs()
+                wake.clear()
+                waiter = asyncio.create_task(wake.wait())
+                done, _ = await asyncio.wait({reader, waiter}, timeout=check,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if reader in done:
+                    exc = reader.exception()
+                    return "closed" if exc is None or _is_closed(exc) else "error"
+                if stop.is_set():
+                    return "closed"
+                if time.monotonic() - self._last_rx > self.stall_timeout_s:
+                    ws.transport.abort()
+                    return "stall"
+        finally:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+
+    async def _read(self, ws: Any) -> None:
+        handle = self.on_message
+        clock = time.time_ns
+        mono = time.monotonic
+        async for raw in ws:
+            self._last_rx = mono()
+            handle(raw, clock())
+
+
+def _is_closed(exc: BaseException) -> bool:
+    from websockets.exceptions import ConnectionClosed
+
+    return isinstance(exc, ConnectionClosed)
+
+
+def _clip(raw: Any) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else str(raw)
+    return text[:80]
