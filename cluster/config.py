@@ -109,6 +109,13 @@ class FeedConfig(Strict):
     stall_timeout_s: float = Field(
         10.0, gt=0, description="ws: silence on an open connection that counts as dead."
     )
+    snapshot_limit: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="ws: levels per side asked of the REST snapshot (Binance: up to 1000 "
+        "futures / 5000 spot; raydesk's feed server serves any depth).",
+    )
 
     @model_validator(mode="after")
     def _ws_needs_url(self) -> FeedConfig:

@@ -50,7 +50,7 @@ class FeedActor:
             max_batch_delay_ms=f.max_batch_delay_ms, queue_rows=f.queue_rows,
             reconnect_initial_s=f.reconnect_initial_s, reconnect_max_s=f.reconnect_max_s,
             reconnect_multiplier=f.reconnect_multiplier, stall_timeout_s=f.stall_timeout_s,
-            metrics=Metrics(),
+            snapshot_limit=f.snapshot_limit, metrics=Metrics(),
         )
         self._ws_task = asyncio.get_running_loop().create_task(self.ws.run())
         return self.ws

@@ -10,8 +10,10 @@ One port (``websockets`` server; plain HTTP GETs answered in ``process_request``
   ``LIST_SUBSCRIPTIONS`` JSON methods work on an open socket. An unknown symbol or a stream
   name that is not one of these is refused with HTTP 400 (Binance would accept it silently).
 * REST ``GET /api/v3/depth?symbol=S&limit=N`` (spot symbols) and ``/fapi/v1/depth`` (futures
-  symbols): the server's current book (:class:`actors.feed.wire.SymbolBook`); ``limit`` 1..5000
-  (default 100). Unknown symbol → 400 ``{"code": -1121, "msg": "Invalid symbol."}``.
+  symbols): the server's current book (:class:`actors.feed.wire.SymbolBook`); ``limit``
+  1..1,000,000 (default 100; Binance caps it at 5000 spot / 1000 futures: a deeper limit lets a
+  client rebuild every level of a replayed session, so books can be compared exactly).
+  Unknown symbol → 400 ``{"code": -1121, "msg": "Invalid symbol."}``.
 * Control: ``GET|POST /control/fault?kind=K[&symbol=S][&seconds=X]`` injects one fault;
   ``GET /control/stats`` → counters as JSON.
 
@@ -60,6 +62,9 @@ from websockets.http11 import Request, Response
 
 from actors.feed.wire import DEPTH, TICKER, TRADE_CH, SimWireEncoder, SymbolBook, WireEvent
 
+# Binance caps ``limit`` at 5000 (spot) / 1000 (futures); this server also serves deeper books
+# (up to MAX_LIMIT levels per side) so a client can rebuild every level of a replayed session.
+MAX_LIMIT = 1_000_000
 FAULT_KINDS = ("drop", "gap", "duplicate", "reorder", "malformed", "stall")
 FaultKind = Literal["drop", "gap", "duplicate", "reorder", "malformed", "stall"]
 _CHANNELS = {"depth@100ms": DEPTH, "depth@0ms": DEPTH, "trade": TRADE_CH, "bookTicker": TICKER}
@@ -297,12 +302,12 @@ class FeedServer:
             return _bad_symbol()
         try:
             limit = int(q.get("limit", "100"))
-            if not 1 <= limit <= 5000:
+            if not 1 <= limit <= MAX_LIMIT:
                 raise ValueError
         except ValueError:
             self._stats["rest_errors"] += 1
             return _json_response(400, {"code": -1100, "msg": "Illegal characters found in "
-                                        "parameter 'limit'; legal range is '1..5000'."})
+                                        f"parameter 'limit'; legal range is '1..{MAX_LIMIT}'."})
         return _json_response(200, book.rest(limit))
 
     # --- WebSocket --------------------------------------------------------------------------
