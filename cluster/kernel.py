@@ -151,6 +151,11 @@ class TradingKernel:
                 st.bad_batches += 1
             if u.quarantine_reason:
                 st.quarantines += 1
+                if self.cfg.feed.source == "ws" and u.quarantine_kind != "gap":
+                    # the book broke on data the feed delivered in order (a crossed book, say):
+                    # ask the feed for a fresh snapshot. A gap is the feed's own finding and
+                    # already resyncing.
+                    topo.feed.request_resync.remote(u.view.symbol, u.quarantine_kind)
             if u.decision is not None:
                 dps.append(u.decision)
         valid = [d for d in dps if d.valid]

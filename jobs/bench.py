@@ -403,8 +403,181 @@ def bench_replay(cfg: RaydeskConfig, events: int = 200_000) -> dict[str, Any]:
     }
 
 
+_FEED_SERVER = """
+import sys, time
+from cluster.config import RaydeskConfig
+from actors.feed.server import FeedServer, SimSource
+cfg = RaydeskConfig.model_validate_json(sys.stdin.read())
+srv = FeedServer(SimSource(cfg), speed=float(sys.argv[1]), stamp=True, wait_clients=1,
+                 max_queue=1_000_000)
+with srv.run_in_thread():
+    print(srv.port, flush=True)
+    while True:
+        time.sleep(3600)
+"""
+
+
+def bench_feed(cfg: RaydeskConfig, rates: tuple[int, ...] = (10_000, 50_000),
+               duration_s: float = 10.0, step_rates: tuple[int, ...] = (
+                   20_000, 30_000, 40_000, 60_000, 70_000, 80_000, 100_000, 120_000),
+               step_duration_s: float = 5.0, warmup_s: float = 1.5) -> dict[str, Any]:
+    """Wire-to-book latency of the live feed path, and the highest rate it sustains.
+
+    The feed server (``FeedServer`` + ``SimSource``, ``stamp=True``) runs in its own process,
+    paced so that its depth + trade messages arrive at the target rate R (the simulator's
+    message rate per simulated second is measured first; ``speed = R / that``). The client is
+    the FeedActor's ws loop in this process, without Ray: ``BinanceWsClient`` →
+    ``wait_rows`` → ``drain`` → ``SymbolEngine.on_batch`` per symbol. A message's latency is
+    the wall clock right after the batch holding its rows was applied minus its ``_sent_ns``.
+    A rate is *sustained* when, after ``warmup_s``, the client received >= 95 % of R, nothing
+    was dropped, no reconnect happened, p99 <= 50 ms and the median of the last quarter is at
+    most 10 ms above the first quarter's (no growing backlog). ``max_sustained_msgs_per_s``
+    is the highest sustained R of ``rates`` and ``step_rates`` (stepped upward, stopping at
+    the first failure above the ``rates``).
+    """
+    import asyncio
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+
+    from actors.book.engine import SymbolEngine
+    from actors.core.clock import WallClock
+    from actors.feed.server import SimSource
+    from actors.feed.wire import DEPTH, TRADE_CH
+    from actors.feed.ws_client import BinanceWsClient
+
+    cfg = cfg.with_overrides(feed={"market": "usdm"})
+    ins = cfg.instrument_map()
+
+    async def sim_rate(seconds: float = 20.0) -> float:
+        src = SimSource(cfg)
+        n, steps = 0, 0
+        gen = src.batches(0.0)
+        await gen.__anext__()  # the initial books
+        async for b in gen:
+            n += sum(1 for e in b if e[2] in (DEPTH, TRADE_CH))
+            steps += 1
+            if steps * src.step_s >= seconds:
+                break
+        return n / seconds
+
+    per_sim_s = asyncio.run(sim_rate())
+    root = Path(__file__).resolve().parents[1]
+
+    async def measure(rate: int, seconds: float) -> dict[str, Any]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _FEED_SERVER, str(rate / per_sim_s)], cwd=root,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(cfg.model_dump_json())
+            proc.stdin.close()
+            port = int(await asyncio.to_thread(proc.stdout.readline))
+            return await _run_client(port, seconds)
+        finally:
+            proc.kill()
+            proc.wait()
+
+    async def _run_client(port: int, seconds: float) -> dict[str, Any]:
+        sent: list[int] = []
+        marker = '"_sent_ns":'
+
+        class Timed(BinanceWsClient):
+            def on_message(self, raw: str | bytes, ts_init: int) -> None:
+                super().on_message(raw, ts_init)
+                if type(raw) is str:
+                    i = raw.rfind(marker)
+                    if i > 0:
+                        sent.append(int(raw[i + 11:-1]))
+
+        client = Timed(f"ws://127.0.0.1:{port}", ins, market="usdm", max_batch_delay_ms=0.0)
+        engines = {s: SymbolEngine(i, cfg.book, cfg.features, WallClock())
+                   for s, i in ins.items()}
+        stop = asyncio.Event()
+        task = asyncio.create_task(client.run(stop))
+        lat: list[np.ndarray] = []
+        at: list[np.ndarray] = []
+        t0 = time.monotonic()
+        t_measure = t0 + warmup_s
+        counted = 0
+        while time.monotonic() < t0 + warmup_s + seconds:
+            await client.wait_rows(0.05)
+            rows = client.drain()
+            batch, sent[:] = np.array(sent, dtype=np.int64), []
+            for sym, r in rows.items():
+                if len(r):
+                    engines[sym].on_batch(r, view=False)
+            now = time.time_ns()
+            if time.monotonic() >= t_measure and len(batch):
+                lat.append(now - batch)
+                at.append(batch)
+                counted += len(batch)
+            await asyncio.sleep(0)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        srv = json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/control/stats", timeout=5).read())
+        ms = np.concatenate(lat) / 1e6 if lat else np.zeros(0)
+        sent_at = np.concatenate(at) if at else np.zeros(0, dtype=np.int64)
+        span = (sent_at.max() - sent_at.min()) / 1e9 if len(sent_at) > 1 else 0.0
+        q = max(1, len(ms) // 4)
+        return {
+            "received": int(counted),
+            "received_msgs_per_s": round(counted / seconds),
+            "sent_msgs_per_s": round(len(sent_at) / span) if span else 0,
+            "p50_ms": round(float(np.percentile(ms, 50)), 3) if len(ms) else None,
+            "p99_ms": round(float(np.percentile(ms, 99)), 3) if len(ms) else None,
+            "max_ms": round(float(ms.max()), 3) if len(ms) else None,
+            "first_quarter_p50_ms": round(float(np.median(ms[:q])), 3) if len(ms) else None,
+            "last_quarter_p50_ms": round(float(np.median(ms[-q:])), 3) if len(ms) else None,
+            "dropped": int(sum(client.dropped.values())) + int(srv["slow_client_drops"]),
+            "reconnects": int(sum(client.reconnects.values())),
+            "faults": dict(client.faults),
+            "errors": list(client.errors)[-3:],
+        }
+
+    def sustained(r: dict[str, Any], rate: int, seconds: float) -> bool:
+        return (r["received"] >= 0.95 * rate * seconds and not r["dropped"]
+                and not r["reconnects"] and r["p99_ms"] is not None and r["p99_ms"] <= 50
+                and r["last_quarter_p50_ms"] <= r["first_quarter_p50_ms"] + 10)
+
+    out: dict[str, Any] = {}
+    best = 0
+    for rate in rates:
+        r = asyncio.run(measure(rate, duration_s))
+        r["sustained"] = sustained(r, rate, duration_s)
+        out[str(rate)] = r
+        best = max(best, rate) if r["sustained"] else best
+    steps: dict[str, Any] = {}
+    for rate in sorted(step_rates):
+        if rate <= best:
+            continue
+        r = asyncio.run(measure(rate, step_duration_s))
+        r["sustained"] = sustained(r, rate, step_duration_s)
+        steps[str(rate)] = r
+        if not r["sustained"]:
+            break
+        best = rate
+    return {
+        "name": "feed",
+        "path": "FeedServer(SimSource, stamp) in a separate process -> WebSocket -> "
+                "BinanceWsClient -> wait_rows/drain -> SymbolEngine.on_batch, one process, "
+                "no Ray (the FeedActor's ws loop inline); latency = wall after the book "
+                "applied the message's batch - the server's _sent_ns",
+        "rates": out,
+        "steps": steps,
+        "max_sustained_msgs_per_s": best,
+        "sim_msgs_per_sim_s": round(per_sim_s, 1),
+        "symbols": len(ins),
+        "duration_s": duration_s,
+        "machine": _machine(),
+    }
+
+
 BENCHMARKS: dict[str, Callable[[RaydeskConfig], dict[str, Any]]] = {
     "simulator": bench_simulator,
     "book": bench_book,
     "replay": bench_replay,
+    "feed": bench_feed,
 }

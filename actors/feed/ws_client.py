@@ -45,11 +45,21 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import numpy as np
+from numba import njit
 
-from actors.core.batch import MD_DTYPE
+from actors.core.batch import ASK, BID, DELTA, F_LAST, MD_DTYPE, TRADE
 from actors.core.errors import ValidationError
 from actors.core.instruments import Instrument
-from actors.feed.binance import BinanceSymbolSync, _bool, _int, _ms_to_ns, _req, _size
+from actors.feed import binance_fast as bf
+from actors.feed.binance import (
+    BinanceSymbolSync,
+    _ArrayRows,
+    _bool,
+    _int,
+    _ms_to_ns,
+    _req,
+    _size,
+)
 
 FAULT_REASONS = ("gap", "stale", "malformed", "unknown_stream", "bad_field", "crossed",
                  "snapshot")
@@ -58,6 +68,12 @@ CHUNK_ROWS = 8192  # rows per queued chunk (a chunk is the unit the backpressure
 MAX_PENDING = 100_000  # buffered diffs per unsynced symbol before the oldest are dropped
 _DEPTH, _TRADE, _TICKER = 0, 1, 2
 SnapshotFetcher = Callable[[str], Awaitable[dict[str, Any]]]
+_HEAD = '{"stream":"'  # how Binance (and the feed server) open a combined-stream envelope
+_HEAD_N = len(_HEAD)
+_LIT_STREAM = np.frombuffer(b"stream", dtype=np.uint8).copy()
+_LIT_DATA = np.frombuffer(b"data", dtype=np.uint8).copy()
+# fast-path verdicts
+_DECLINED, _APPLIED_DEPTH, _APPLIED_TRADE = 0, 1, 2
 
 
 class _LiveSync(BinanceSymbolSync):
@@ -138,6 +154,164 @@ class _LiveSync(BinanceSymbolSync):
     def lose_sync(self, ts_init: int) -> None:
         """Quarantine: one ``CLEAR`` row flagged ``F_GAP``, nothing until a new snapshot."""
         self._lose_sync(ts_init)
+
+
+# --- the compiled fast path ------------------------------------------------------------------
+@njit(cache=True)
+def _envelope(buf: np.ndarray, sb: int, sym: np.ndarray, tick_m: int, tick_e: int,
+              lside: np.ndarray, lpx: np.ndarray, lsz: np.ndarray, stack: np.ndarray,
+              f: np.ndarray, fsz: np.ndarray) -> tuple[int, int]:
+    """``{"stream": "<buf[11:sb]>", "data": {..}}`` (keys in that order or not, any unknown
+    key validated and skipped): (``K_DEPTH`` / ``K_TRADE`` / -1, levels parsed)."""
+    q = buf.size
+    f[:] = 0
+    f[bf.F_PU] = -1
+    p = bf._ws(buf, 0, q)
+    if p >= q or buf[p] != 123:
+        return -1, 0
+    p = bf._ws(buf, p + 1, q)
+    streams = 0
+    have_data = False
+    nlv = 0
+    while True:
+        if p >= q or buf[p] != 34:
+            return -1, 0
+        ke, esc = bf._str_end(buf, p, q)
+        if ke < 0 or esc:
+            return -1, 0
+        ks = p + 1
+        p = bf._ws(buf, ke, q)
+        if p >= q or buf[p] != 58:
+            return -1, 0
+        p = bf._ws(buf, p + 1, q)
+        if p >= q:
+            return -1, 0
+        if bf._eq(buf, ks, ke - 1, _LIT_DATA):
+            if have_data:
+                return -1, 0
+            have_data = True
+            p, nlv = bf._parse_data(buf, p, q, sym, tick_m, tick_e, lside, lpx, lsz, 0, stack,
+                                    f, fsz)
+        elif bf._eq(buf, ks, ke - 1, _LIT_STREAM):
+            streams += 1  # the one the caller routed by, exactly once, without escapes
+            if p != _HEAD_N - 1 or buf[p] != 34:
+                return -1, 0
+            ve, esc = bf._str_end(buf, p, q)
+            if ve != sb + 1 or esc:
+                return -1, 0
+            p = ve
+        else:
+            p = bf._skip_value(buf, p, q, stack)
+        if p < 0:
+            return -1, 0
+        p = bf._ws(buf, p, q)
+        if p >= q:
+            return -1, 0
+        if buf[p] == 44:
+            p = bf._ws(buf, p + 1, q)
+            continue
+        if buf[p] == 125:
+            p += 1
+            break
+        return -1, 0
+    if not have_data or streams != 1 or bf._ws(buf, p, q) != q:
+        return -1, 0
+    seen = f[bf.F_SEEN]
+    if not (seen & bf._KS) or f[bf.F_SYMOK] == 0 or not (seen & bf._KE):
+        return -1, 0
+    et = f[bf.F_ETYPE]
+    if et == bf.K_DEPTH:
+        need = bf._KEE | bf._KUU | bf._KU
+        if (seen & need) != need or not (f[bf.F_B + bf.IS_LIST] and f[bf.F_A + bf.IS_LIST]):
+            return -1, 0
+        if f[bf.F_A + bf.FIRST] < f[bf.F_B + bf.FIRST]:
+            bf._rotate_asks_first(lside, lpx, lsz, f[bf.F_A + bf.FIRST], f[bf.F_A + bf.COUNT],
+                                  f[bf.F_B + bf.COUNT])
+        return bf.K_DEPTH, nlv
+    if et == bf.K_TRADE:
+        need = bf._KT | bf._KP | bf._KQ | bf._KM
+        if (seen & need) != need:
+            return -1, 0
+        return bf.K_TRADE, 0
+    return -1, 0
+
+
+@njit(cache=True)
+def _fast_apply(buf: np.ndarray, sb: int, depth: bool, sym: np.ndarray, tick_m: int,
+                tick_e: int, futures: bool, last_u: int, ts_init: int, rows: np.ndarray,
+                lo: int, n: int, lside: np.ndarray, lpx: np.ndarray, lsz: np.ndarray,
+                stack: np.ndarray, f: np.ndarray, fsz: np.ndarray) -> tuple[int, int, int]:
+    """One frame of a synced symbol whose chain continues from ``last_u``, in the common case
+    only: a depth diff that continues the chain exactly, or a trade, every field valid.
+    Writes its rows at ``rows[n:]`` (room reserved by the caller) and returns (verdict,
+    rows end, last u); ``_DECLINED`` (nothing written) sends the frame to the json path."""
+    kind, nlv = _envelope(buf, sb, sym, tick_m, tick_e, lside, lpx, lsz, stack, f, fsz)
+    if depth:
+        if kind != bf.K_DEPTH:
+            return _DECLINED, n, last_u
+        u = f[bf.F_U]
+        e_ms = f[bf.F_E]
+        if u <= last_u or not 0 < e_ms <= bf.MAX_MS:
+            return _DECLINED, n, last_u
+        if futures:
+            if not (f[bf.F_SEEN] & bf._KPU) or f[bf.F_PU] != last_u:
+                return _DECLINED, n, last_u
+        elif f[bf.F_UU] != last_u + 1:
+            return _DECLINED, n, last_u
+        for x in range(nlv):
+            if lpx[x] <= 0:
+                return _DECLINED, n, last_u
+        te = e_ms * 1_000_000
+        for x in range(nlv):
+            row = rows[n]
+            row.ts_event = te
+            row.ts_init = ts_init
+            row.seq = u
+            row.kind = DELTA
+            row.side = lside[x]
+            row.price = lpx[x]
+            row.size = lsz[x]
+            row.flags = 0
+            row.order_id = 0
+            n += 1
+        if n > lo:
+            rows[n - 1].flags |= F_LAST
+        return _APPLIED_DEPTH, n, u
+    if kind != bf.K_TRADE:
+        return _DECLINED, n, last_u
+    t_ms = f[bf.F_T]
+    if not 0 < t_ms <= bf.MAX_MS or f[bf.F_P] <= 0 or not fsz[0] > 0.0:
+        return _DECLINED, n, last_u
+    row = rows[n]
+    row.ts_event = t_ms * 1_000_000
+    row.ts_init = ts_init
+    row.seq = last_u
+    row.kind = TRADE
+    row.side = ASK if f[bf.F_M] != 0 else BID
+    row.price = f[bf.F_P]
+    row.size = fsz[0]
+    row.flags = F_LAST
+    row.order_id = 0
+    return _APPLIED_TRADE, n + 1, last_u
+
+
+class _FastPath:
+    """Scratch of the compiled path for one client, and each symbol's parser constants."""
+
+    def __init__(self, instruments: Mapping[str, Instrument]) -> None:
+        self.consts = {sym: (np.frombuffer(sym.encode(), dtype=np.uint8).copy(),
+                             *bf.tick_parts(ins.tick_size)) for sym, ins in instruments.items()}
+        self.stack = np.empty(64, dtype=np.uint8)
+        self.f = np.zeros(bf.N_F, dtype=np.int64)
+        self.fsz = np.zeros(1, dtype=np.float64)
+        self.grow(4096)
+
+    def grow(self, levels: int) -> None:
+        """Room for ``levels`` parsed levels."""
+        self.cap = levels
+        self.lside = np.empty(levels, dtype=np.uint8)
+        self.lpx = np.empty(levels, dtype=np.int64)
+        self.lsz = np.empty(levels, dtype=np.float64)
 
 
 def _sorted_pending(pending: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
@@ -228,6 +402,7 @@ class BinanceWsClient:
         self.routes: dict[str, tuple[str, int]] = {}
         for sym, ins in self.instruments.items():
             self.syncs[sym] = _LiveSync(ins, market)
+            self.syncs[sym].rows = _ArrayRows(1 << 14)  # the compiled path writes in place
             low = sym.lower()
             self.routes[f"{low}@{depth}"] = (sym, _DEPTH)
             self.routes[f"{low}@trade"] = (sym, _TRADE)
@@ -250,6 +425,8 @@ class BinanceWsClient:
         self._data: asyncio.Event | None = None  # rows arrived
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._ws: Any = None
+        self._fast = _FastPath(self.instruments)
+        self._futures = market == "usdm"
         for sym in self.instruments:  # the initial sync
             self._want_resync(sym, "initial", count=True)
 
@@ -262,7 +439,55 @@ class BinanceWsClient:
         """Handle one WebSocket frame received at ``ts_init`` (ns). Never raises.
 
         Rejected frames are counted in ``faults[reason]`` with the reason in ``errors``.
+        The common frame (a valid diff that continues a synced symbol's chain, or a valid
+        trade of a synced symbol) is decoded and turned into rows by compiled code, exactly
+        (prices to ticks without rounding, ``float(size)``); any other frame, or one the
+        compiled parser cannot take exactly, goes to the ``json`` reference path.
         """
+        if type(raw) is str and raw.startswith(_HEAD) and raw.isascii():
+            sb = raw.find('"', _HEAD_N)
+            route = self.routes.get(raw[_HEAD_N:sb]) if sb > 0 else None
+            if route is not None and route[1] != _TICKER:
+                sync = self.syncs[route[0]]
+                if sync.synced and sync.last_u is not None:
+                    try:
+                        if self._on_fast(raw, sb, route[0], route[1], sync, ts_init):
+                            return
+                    except Exception as exc:  # noqa: BLE001 - e.g. a numba cache failure
+                        self.errors.append(f"fast path: {type(exc).__name__}: {exc}")
+        self._on_message_json(raw, ts_init)
+
+    def _on_fast(self, raw: str, sb: int, sym: str, kind: int, sync: _LiveSync,
+                 ts_init: int) -> bool:
+        """The compiled path (see :meth:`on_message`); False: nothing done, use json."""
+        data = raw.encode("ascii")
+        room = len(data) // 9 + 1  # a level takes at least 9 bytes: ["0","0"]
+        fp = self._fast
+        if room > fp.cap:
+            fp.grow(max(room, 2 * fp.cap))
+        rows = sync.rows
+        rows.reserve(room)  # type: ignore[union-attr]
+        name, tick_m, tick_e = fp.consts[sym]
+        verdict, n, last_u = _fast_apply(
+            np.frombuffer(data, dtype=np.uint8), sb, kind == _DEPTH, name, tick_m, tick_e,
+            self._futures, sync.last_u, ts_init, rows.buf, rows.lo, rows.n,  # type: ignore[union-attr]
+            fp.lside, fp.lpx, fp.lsz, fp.stack, fp.f, fp.fsz)
+        if verdict == _DECLINED:
+            return False
+        rows.n = n  # type: ignore[union-attr]
+        st = sync.stats
+        if verdict == _APPLIED_DEPTH:
+            sync.last_u = last_u
+            st.diffs += 1
+            st.applied += 1
+        else:
+            st.trades += 1
+        self.messages[sym] += 1
+        self._after_rows(sym, ts_init)
+        return True
+
+    def _on_message_json(self, raw: str | bytes, ts_init: int) -> None:
+        """The reference path of :meth:`on_message` (every frame, every rule)."""
         try:
             msg = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError):
