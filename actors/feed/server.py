@@ -180,8 +180,11 @@ class FeedServer:
         self._clients_ready = asyncio.Event()
         if self.wait_clients <= 0:
             self._clients_ready.set()
+        # no permessage-deflate: Binance's market streams are not compressed, and deflating
+        # every message would cost both ends most of their CPU at high rates
         self._server = await serve(self._handler, self.host, self.port,
-                                   process_request=self._process_request, max_size=2**20)
+                                   process_request=self._process_request, max_size=2**20,
+                                   compression=None)
         self.port = self._server.sockets[0].getsockname()[1]
         self._task = asyncio.create_task(self._produce())
 
