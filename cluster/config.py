@@ -126,6 +126,12 @@ class FeedConfig(Strict):
                 f"reconnect_max_s must be >= reconnect_initial_s {self.reconnect_initial_s}, "
                 f"was {self.reconnect_max_s}"
             )
+        if self.queue_rows < 4 * self.snapshot_limit:
+            # a snapshot is up to 2 x snapshot_limit rows and must fit beside live diffs
+            raise ValueError(
+                f"queue_rows must be >= 4 x snapshot_limit ({4 * self.snapshot_limit}), "
+                f"was {self.queue_rows}"
+            )
         return self
 
 

@@ -165,7 +165,9 @@ def validate_rows(data: object, symbol: str = "") -> np.ndarray:
     first_bad(data["ts_event"] <= 0, "ts_event", "> 0 ns")
     first_bad(data["ts_init"] <= 0, "ts_init", "> 0 ns")
     if len(data) > 1:
-        first_bad(
-            np.concatenate(([False], np.diff(data["seq"]) < 0)), "seq", "non-decreasing"
-        )
+        # seq may only go back where a snapshot starts (a resync to the venue's image, which
+        # can be older than the chain it replaces); the book then continues from it
+        back = np.concatenate(([False], np.diff(data["seq"]) < 0))
+        starts = np.concatenate(([False], (kind[1:] == SNAPSHOT) & (kind[:-1] != SNAPSHOT)))
+        first_bad(back & ~starts, "seq", "non-decreasing (except where a snapshot starts)")
     return data

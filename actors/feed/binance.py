@@ -125,10 +125,15 @@ def _ms_to_ns(d: dict[str, Any], key: str) -> int:
     return ms * 1_000_000
 
 
+INT64_MAX = 2**63 - 1
+
+
 def _int(d: Mapping[str, Any], key: str) -> int:
     v = _req(d, key)
     if isinstance(v, bool) or not isinstance(v, int):
         raise ValidationError(key, "an integer", v)
+    if not -1 <= v <= INT64_MAX:  # ids and times land in int64 columns (spot pu: -1)
+        raise ValidationError(key, f"an integer in -1..{INT64_MAX}", v)
     return v
 
 

@@ -46,6 +46,7 @@ import asyncio
 import contextlib
 import email.utils
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -237,6 +238,8 @@ class FeedServer:
         """Inject one fault now (thread-safe); see the module docstring for the kinds."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"kind must be one of {list(FAULT_KINDS)}, was {kind!r}")
+        if not (math.isfinite(seconds) and 0 < seconds <= 3_600):
+            raise ValueError(f"seconds must be finite, > 0 and <= 3600, was {seconds!r}")
         if self._loop is not None and threading.get_ident() != self._thread_id:
             self._loop.call_soon_threadsafe(self._inject, kind, symbol, seconds)
         else:

@@ -85,6 +85,16 @@ class SymbolBook:
             self.T = d.get("T", self.T)
         self.applied = self.sent
 
+    def compact(self, keep_unapplied: int = 10_000) -> None:
+        """Bound memory on an endless source: apply the sent diffs once more than
+        ``keep_unapplied`` wait, and forget the applied ones."""
+        if self.sent - self.applied > keep_unapplied:
+            self._catch_up()
+        if self.applied:
+            del self.diffs[: self.applied]
+            self.sent -= self.applied
+            self.applied = 0
+
     def last_update_id(self) -> int:
         """The ``lastUpdateId`` a snapshot taken now carries (see module docstring)."""
         self._catch_up()
@@ -283,6 +293,8 @@ class SimWireEncoder:
             out.append((te, self.sym, DEPTH, json.dumps(diff, separators=(",", ":")), diff))
             if self.book is not None:
                 self.book.diffs.append(diff)
+                if len(self.book.diffs) > 20_000:
+                    self.book.compact()  # the simulator never ends: keep memory bounded
             bl, al = self.best
             if bl and al:
                 bb, ba = max(bl), min(al)

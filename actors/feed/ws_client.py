@@ -15,7 +15,8 @@ Definitions:
 * **resync**: a new REST snapshot is fetched and applied, then the diffs buffered since the
   quarantine (sorted by update id, duplicates removed) are replayed on it.
 * Faults and what they do (``faults[reason]``): ``gap`` (broken ``pu``/``U`` chain, quarantine +
-  resync), ``stale`` (``u <= last u``: a duplicate, dropped), ``malformed`` (not a JSON
+  resync), ``stale`` (``u <= last u``: a duplicate, or a diff already inside the snapshot it
+  followed; dropped), ``malformed`` (not a JSON
   envelope), ``unknown_stream``, ``bad_field`` (a field breaks a rule: rejected; on a depth diff
   also quarantine + resync, since the book missed it), ``crossed`` (reported by the book through
   :meth:`BinanceWsClient.request_resync`), ``snapshot`` (a snapshot request failed; retried).
@@ -24,8 +25,10 @@ Definitions:
   attempt ``k`` is uniform in ``[0, min(max, initial * multiplier**k)]`` (full jitter).
 * **stall**: connected but no message for ``stall_timeout_s``: treated as a dead connection.
 * **backpressure**: rows wait in the client until :meth:`BinanceWsClient.drain`. When a symbol
-  holds more than ``queue_rows`` undrained rows, the oldest ones are dropped (counted in
-  ``dropped[symbol]``), the symbol is quarantined and resynced: never a silent loss.
+  holds more than ``queue_rows`` undrained rows, all its undrained rows are dropped (newer
+  rows would apply to a book that lost updates; counted in ``dropped[symbol]``), the symbol is
+  quarantined and resynced: never a silent loss. Diffs buffered while a symbol is unsynced are
+  bounded too (:data:`MAX_PENDING`; the oldest go).
 
 Example:
     >>> client = BinanceWsClient("ws://127.0.0.1:9000", {"BTCUSDT": ins})  # doctest: +SKIP
@@ -87,6 +90,7 @@ class _LiveSync(BinanceSymbolSync):
     """
 
     duplicates = 0
+    pending_dropped = 0  # buffered diffs dropped by the MAX_PENDING bound
 
     def on_depth(self, d: dict[str, Any], ts_init: int) -> None:
         futures = self.market == "usdm"
@@ -112,6 +116,11 @@ class _LiveSync(BinanceSymbolSync):
         super().on_depth(d, ts_init)
         if self.stats.gaps != gaps and self._invalid(d) is None:
             self.pending.append((ts_init, d))
+        if len(self.pending) > MAX_PENDING:
+            # bounded: the oldest buffered diffs go (a snapshot fetched later supersedes them)
+            excess = len(self.pending) - MAX_PENDING
+            del self.pending[:excess]
+            self.pending_dropped += excess
 
     def _invalid(self, d: dict[str, Any]) -> ValidationError | None:
         """The first field of a diff that breaks a rule (``None``: every field is valid)."""
@@ -349,7 +358,7 @@ class BinanceWsClient:
         rest_url: Base URL of the REST snapshot (default: derived from ``url``).
         max_batch_delay_ms: Longest a received row waits for more rows before
             :meth:`wait_rows` reports it ready (micro-batching).
-        queue_rows: Undrained rows per symbol before the oldest are dropped.
+        queue_rows: Undrained rows per symbol before they are dropped (and the symbol resynced).
         reconnect_initial_s, reconnect_max_s, reconnect_multiplier: Backoff of reconnects.
         stall_timeout_s: Silence on an open connection that counts as a dead one.
         snapshot_limit: Levels per side asked of the REST snapshot.
@@ -565,13 +574,15 @@ class BinanceWsClient:
             self._fault("bad_field", st.rejected - rejected)
         if st.gaps != gaps:
             self._fault("gap", st.gaps - gaps)
-        ok = sync.synced and st.snapshots != snaps
-        if ok:
+        if sync.synced and st.snapshots != snaps:
             self.need_resync.pop(symbol, None)
         elif not sync.synced:
             self.need_resync.setdefault(symbol, "gap")
-        self._after_rows(symbol, ts_init)
-        return ok
+        self._after_rows(symbol, ts_init)  # may overflow the queue and quarantine again
+        return sync.synced and st.snapshots != snaps and symbol not in self.need_resync
+
+    def _snapshots_applied(self) -> int:
+        return sum(sync.stats.snapshots for sync in self.syncs.values())
 
     # --- rows, micro-batches and backpressure -------------------------------------------------
     def _after_rows(self, sym: str, ts_init: int) -> None:
@@ -762,8 +773,10 @@ class BinanceWsClient:
                         self._ws = ws
                         self.connected = True
                         self.connections += 1
-                        attempt = 0
+                        snaps = self._snapshots_applied()
                         reason = await self._serve(ws, stop, wake)
+                        if self._snapshots_applied() > snaps:
+                            attempt = 0  # it was healthy (synced); a flapping one keeps backing off
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - refused, reset, bad handshake

@@ -433,3 +433,14 @@ def test_a_gap_quarantines_the_symbol_engine_until_the_next_snapshot(tmp_path):
     assert (True, "gap", False) in states  # quarantined at the gap
     assert states[-1][0] is False and eng.resyncs == 2 and eng.quarantines == 1
     assert eng.book.top(1)[0] == [995]
+
+
+def test_update_ids_beyond_int64_are_rejected_not_overflowing(tmp_path):
+    s = "btcusdt@depth@0ms"
+    lines = [_line(1, SNAP), _line(2, _depth(s, 100, 101, [["100.0", "3"]], [], pu=99)),
+             _line(3, _depth(s, 102, 2**63, [], [], pu=101))]
+    for fast in (True, False):
+        items = list(read_session([_write(tmp_path, lines)], fast=fast))
+        st = items[-1][2].stats
+        assert st.rejected == 1 and "u must be an integer in -1..9223372036854775807" in \
+            st.errors[-1]

@@ -108,3 +108,10 @@ def test_configuration_doc_is_current() -> None:
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
     assert doc.read_text() == config_markdown(), "run: raydesk config docs > docs/configuration.md"
+
+
+def test_feed_queue_must_hold_a_snapshot() -> None:
+    from cluster.config import FeedConfig
+
+    with pytest.raises(pydantic.ValidationError, match="queue_rows must be >= 4 x snapshot_lim"):
+        FeedConfig(queue_rows=1_000, snapshot_limit=1_000)

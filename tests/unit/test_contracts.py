@@ -128,3 +128,16 @@ def test_batch_columns_in_another_order_are_matched_by_name() -> None:
     r["ts_event"], r["ts_init"], r["seq"], r["price"], r["size"] = 111, 222, 1, 100, 1.0
     out = validate_rows(r)
     assert (out["ts_event"][0], out["ts_init"][0]) == (111, 222)
+
+
+def test_seq_may_go_back_only_where_a_snapshot_starts() -> None:
+    from actors.core.batch import CLEAR, F_GAP, F_SNAPSHOT, SNAPSHOT
+
+    r = empty_rows(3)
+    r[0] = (1, 1, 110, CLEAR, BID, 0, 0.0, F_LAST | F_GAP, 0)  # the feed lost the chain
+    r[1] = (2, 2, 105, SNAPSHOT, BID, 100, 1.0, F_SNAPSHOT, 0)  # an older venue image
+    r[2] = (2, 2, 105, SNAPSHOT, ASK, 101, 1.0, F_SNAPSHOT | F_LAST, 0)
+    assert len(validate_rows(r)) == 3
+    r[2]["seq"] = 104  # inside the snapshot: still must not go back
+    with pytest.raises(BatchError, match=r"seq\[2\] must be non-decreasing"):
+        validate_rows(r)

@@ -223,3 +223,12 @@ def test_unknown_symbol_is_a_binance_400() -> None:
     status, snap = res[2]
     assert status == 200 and len(snap["bids"]) == 3 and len(snap["asks"]) == 3
     assert float(snap["bids"][0][0]) < float(snap["asks"][0][0])
+
+
+def test_a_stall_must_last_a_finite_positive_time() -> None:
+    from actors.feed.server import FeedServer
+
+    srv = FeedServer(source=None)
+    for bad in (float("inf"), float("nan"), 0.0, -1.0):
+        with pytest.raises(ValueError, match="seconds must be finite"):
+            srv.inject("stall", None, bad)
