@@ -28,7 +28,7 @@ class SymbolActor:
         self.symbol = instrument.symbol
         self.metrics = Metrics()
         self.batches = 0
-        _warm_up(instrument, book, features)
+        warm_up_engine(instrument, book, features)
 
     def _apply(self, batch: MarketBatch, view: bool) -> SymbolUpdate:
         t0 = time.perf_counter_ns()
@@ -76,7 +76,7 @@ class SymbolActor:
         self.engine.restore(image)
 
 
-def _warm_up(instrument: Instrument, book: dict[str, Any], features: dict[str, Any]) -> None:
+def warm_up_engine(instrument: Instrument, book: dict[str, Any], features: dict[str, Any]) -> None:
     """Run the compiled kernels once on a throwaway engine, so loading (or compiling) them
     happens when the actor starts, not on the first live batch (seconds of latency)."""
     from actors.core.batch import ASK, BID, DELTA, F_LAST, F_SNAPSHOT, SNAPSHOT, TRADE, empty_rows

@@ -762,6 +762,7 @@ class BinanceWsClient:
         from websockets.asyncio.client import connect
 
         stop = stop or asyncio.Event()
+        warm_up()  # compile (or load) the fast path now, not on the first live messages
         wake = self._event()
         attempt = 0
         try:
@@ -849,3 +850,31 @@ def _is_closed(exc: BaseException) -> bool:
 def _clip(raw: Any) -> str:
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else str(raw)
     return text[:80]
+
+
+_WARM = False
+
+
+def warm_up() -> None:
+    """Run the compiled fast path once per process on synthetic frames (a snapshot, a depth
+    diff and a trade), so compiling or loading it never delays live messages."""
+    global _WARM
+    if _WARM:
+        return
+    from actors.feed.binance import binance_instrument
+
+    sym = "BTCUSDT"
+    c = BinanceWsClient("ws://127.0.0.1:1", {sym: binance_instrument("usdm", sym)})
+    c.apply_snapshot(sym, {"lastUpdateId": 100, "E": 1, "T": 1, "bids": [["100.0", "1"]],
+                           "asks": [["100.1", "1"]]}, 1)
+    for big_u, u, pu in ((100, 101, 99), (102, 102, 101)):  # the first straddles the snapshot
+        c.on_message(
+            '{"stream":"btcusdt@depth@0ms","data":{"e":"depthUpdate","E":2,"T":2,'
+            f'"s":"BTCUSDT","U":{big_u},"u":{u},"pu":{pu},"b":[["100.0","2"]],"a":[]}}}}', 2)
+    c.on_message('{"stream":"btcusdt@trade","data":{"e":"trade","E":3,"T":3,"s":"BTCUSDT",'
+                 '"t":1,"p":"100.1","q":"0.5","X":"MARKET","m":false}}', 3)
+    rows = c.drain()[sym]
+    if len(rows) != 5 or c.errors:  # snapshot (2), two diffs, a trade
+        raise RuntimeError(f"feed client warm-up must yield 5 rows, was {len(rows)}: "
+                           f"{c.errors[-1:]}")
+    _WARM = True
