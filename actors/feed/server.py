@@ -66,6 +66,7 @@ from actors.feed.wire import DEPTH, TICKER, TRADE_CH, SimWireEncoder, SymbolBook
 # Binance caps ``limit`` at 5000 (spot) / 1000 (futures); this server also serves deeper books
 # (up to MAX_LIMIT levels per side) so a client can rebuild every level of a replayed session.
 MAX_LIMIT = 1_000_000
+WRITE_BATCH = 512  # messages framed per socket write
 FAULT_KINDS = ("drop", "gap", "duplicate", "reorder", "malformed", "stall")
 FaultKind = Literal["drop", "gap", "duplicate", "reorder", "malformed", "stall"]
 _CHANNELS = {"depth@100ms": DEPTH, "depth@0ms": DEPTH, "trade": TRADE_CH, "bookTicker": TICKER}
@@ -375,7 +376,12 @@ class FeedServer:
                 await c.wake.wait()
                 c.wake.clear()
                 while c.q and not c.dead:
-                    await c.ws.send(c.q.popleft())
+                    # frame every queued message, then write and drain once (websockets'
+                    # documented send_context): a send per message costs a drain each
+                    ws, q = c.ws, c.q
+                    async with ws.send_context():
+                        for _ in range(min(len(q), WRITE_BATCH)):
+                            ws.protocol.send_text(q.popleft().encode())
         except Exception:  # noqa: BLE001 - closed socket: the handler cleans up
             c.abort()
 
