@@ -26,8 +26,8 @@ clock shifts, nothing is lost). Without ``symbol``, a diff fault hits the next d
 symbol.
 
 Send times: with ``stamp=True`` the combined envelope gets a last field ``"_sent_ns"`` (the
-server's ``time.time_ns()`` when the message left the source); off by default, so the wire is
-exactly Binance's. ``E`` is never rewritten (it stays the exchange time).
+server's ``time.time_ns()`` as the frame is written to the socket); off by default, so the
+wire is exactly Binance's. ``E`` is never rewritten (it stays the exchange time).
 
 Backpressure: each connection has a bounded queue (``max_queue`` messages). Paced (``speed >
 0``): a full queue drops that connection, counted in ``slow_client_drops``. As fast as
@@ -379,16 +379,21 @@ class FeedServer:
                     # frame every queued message, then write and drain once (websockets'
                     # documented send_context): a send per message costs a drain each
                     ws, q = c.ws, c.q
+                    stamp = self.stamp and c.combined
                     async with ws.send_context():
                         for _ in range(min(len(q), WRITE_BATCH)):
-                            ws.protocol.send_text(q.popleft().encode())
+                            text = q.popleft()
+                            if stamp and text.startswith('{"stream"'):
+                                # the send time, taken as the frame goes to the socket
+                                text = f'{text[:-1]},"_sent_ns":{time.time_ns()}}}'
+                            ws.protocol.send_text(text.encode())
         except Exception:  # noqa: BLE001 - closed socket: the handler cleans up
             c.abort()
 
     # --- the source -------------------------------------------------------------------------
     def _send(self, sym: str, chan: int, text: str) -> None:
         sent = 0
-        stamp = f',"_sent_ns":{time.time_ns()}}}' if self.stamp else "}"
+        stamp = "}"  # the send time, if asked for, is added as the frame is written
         for name in _NAMES[chan]:
             subs = self._subs.get(f"{sym}@{name}")
             if not subs:
