@@ -75,9 +75,9 @@ def _real_binance_rows() -> dict[str, np.ndarray] | None:
 
 
 def _book_rows(rows_by_symbol: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from actors.core.batch import TRADE
+    from jobs.peers import book_rows
 
-    return {k: r[r["kind"] != TRADE] for k, r in rows_by_symbol.items()}
+    return {k: book_rows(r) for k, r in rows_by_symbol.items()}
 
 
 def _best_of(fn: Callable[[], Any], repeats: int) -> float:
@@ -87,6 +87,12 @@ def _best_of(fn: Callable[[], Any], repeats: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def _drain(chunks: Any) -> None:
+    """Consume frame chunks as the SymbolEngine does (no copies)."""
+    for _ in chunks:
+        pass
 
 
 def _kernel(
@@ -103,7 +109,7 @@ def _kernel(
     per: dict[str, int] = {}
     for name, r in book_rows.items():
         dt = _best_of(lambda r=r: LadderBook(window_ticks).apply(r), repeats)
-        dt_cap = _best_of(lambda r=r: LadderBook(window_ticks).apply(r, capture=True), repeats)
+        dt_cap = _best_of(lambda r=r: _drain(LadderBook(window_ticks).apply_chunks(r)), repeats)
         sides, prices, sizes = r["side"].tolist(), r["price"].tolist(), r["size"].tolist()
 
         def ref(sides: list = sides, prices: list = prices, sizes: list = sizes) -> None:
@@ -165,58 +171,50 @@ def _features(cfg: RaydeskConfig, rows_by_symbol: dict[str, np.ndarray],
 
 
 def _json_to_book(repeats: int = 3) -> dict[str, Any] | None:
-    """Raw Binance JSON (decompressed, in memory) → parsed levels → ``MD_DTYPE`` rows (F_LAST
-    per message, so the book checks integrity at every message end) → applied book, one core.
-    Every depth message of the file is applied in order (no snapshot or sync rules)."""
+    """The product path from recorded exchange JSON to the applied book, one core: every
+    session's gzip files through ``read_session`` (decompression, compiled scanner, Binance
+    sync rules, ``MD_DTYPE`` rows) and the compiled book; levels = book rows applied. Also the
+    scanner alone on decompressed bytes, and decompression alone, for where the time goes."""
     import gzip
 
     from actors.book.ladder import LadderBook
-    from actors.feed.binance import KNOWN_INSTRUMENTS
-    from actors.feed.binance_fast import depth_rows, parse_depth
+    from actors.core.batch import TRADE
+    from actors.feed.binance import KNOWN_INSTRUMENTS, read_session
+    from actors.feed.binance_fast import parse_depth, tick_parts
 
     if not BINANCE_DATA.exists():
         return None
-    levels = 0
+    levels = parsed = 0
     wall = wall_parse = wall_gunzip = 0.0
     raw_bytes = 0
-    for _name, files in BINANCE_SESSIONS.items():
+    for files in BINANCE_SESSIONS.values():
+        paths = [BINANCE_DATA / f for f in files]
+
+        def run(paths: list[Path] = paths) -> int:
+            book, n = LadderBook(), 0
+            for _sym, rows, _sync in read_session(paths, tickers=False):
+                book.apply(rows)
+                n += int((rows["kind"] != TRADE).sum())
+            return n
+
+        levels += run()  # also compiles outside the timing
+        wall += _best_of(run, repeats)
         market = files[0].split("/")[0]
-        for f in files:
-            path = BINANCE_DATA / f
+        for path in paths:
             t0 = time.perf_counter()
             buf = np.frombuffer(gzip.decompress(path.read_bytes()), dtype=np.uint8)
             wall_gunzip += time.perf_counter() - t0
             raw_bytes += len(buf)
-            sym = path.name.split("_")[0].upper()
-            tick = KNOWN_INSTRUMENTS[(market, sym)][0]
-            m, e = _tick_parts(tick)
-            depth_rows(parse_depth(buf, m, e))  # compile outside the timing
-
-            def run(buf: np.ndarray = buf, m: int = m, e: int = e) -> int:
-                rows = depth_rows(parse_depth(buf, m, e))
-                LadderBook().apply(rows)
-                return len(rows)
-
-            dt = _best_of(run, repeats)
-            dtp = _best_of(lambda buf=buf, m=m, e=e: parse_depth(buf, m, e), repeats)
-            levels += run()
-            wall += dt
-            wall_parse += dtp
+            m, e = tick_parts(KNOWN_INSTRUMENTS[(market, path.name.split("_")[0].upper())][0])
+            parsed += len(parse_depth(buf, m, e).price)
+            wall_parse += _best_of(lambda buf=buf, m=m, e=e: parse_depth(buf, m, e), repeats)
     return {
         "levels": levels,
         "json_mb": round(raw_bytes / 1e6, 1),
         "json_to_book_levels_per_s": round(levels / wall),
-        "parse_levels_per_s": round(levels / wall_parse),
+        "parse_levels_per_s": round(parsed / wall_parse),
         "gunzip_mb_per_s": round(raw_bytes / 1e6 / wall_gunzip, 1),
     }
-
-
-def _tick_parts(tick: str) -> tuple[int, int]:
-    from decimal import Decimal
-
-    t = Decimal(tick).normalize()
-    sign, digits, exp = t.as_tuple()
-    return int("".join(map(str, digits))), int(exp)
 
 
 def _actors(cfg: RaydeskConfig, seconds: float, batch_rows: int) -> dict[str, Any]:
@@ -241,13 +239,8 @@ def _actors(cfg: RaydeskConfig, seconds: float, batch_rows: int) -> dict[str, An
                         cfg.features.model_dump(mode="json"), True)
             )
         rows = ray.get(feed.prepare_sim.remote(seconds))
+        # every SymbolActor has run its compiled kernels once at construction
         ray.get([a.barrier.remote() for a in actors.values()])
-        # warm-up: compile the kernels in every actor before timing
-        ray.get(feed.push.remote(actors, batch_rows=1024, max_in_flight=1), timeout=600)
-        ray.get([a.restore.remote({"book": {"bids": [], "asks": [], "last_seq": 0,
-                                            "ts_event": 0, "ts_init": 0},
-                                   "quarantined": False, "quarantine_reason": "",
-                                   "decisions": 0, "events": 0}) for a in actors.values()])
         out = ray.get(feed.push.remote(actors, batch_rows=batch_rows), timeout=600)
     finally:
         for a in actors.values():
@@ -341,8 +334,8 @@ def bench_book(cfg: RaydeskConfig, seconds: float = 3_600.0) -> dict[str, Any]:
     * ``features_per_s``: feature values per second through ``SymbolEngine`` (validation,
       book, integrity, frames and the whole feature library, one vector per 100 ms batch) on
       the real sessions.
-    * ``json_to_book_levels_per_s``: decompressed Binance JSON → compiled parser → applied
-      book, one core.
+    * ``json_to_book_levels_per_s``: recorded Binance sessions (gzip JSON) → ``read_session``
+      (compiled scanner, sync rules, rows) → applied book, one core (decompression included).
     * ``actor_deltas_per_s``: aggregate rows per second from a FeedActor through one
       SymbolActor per simulator symbol on local Ray, to an end-of-stream barrier.
     * ``nautilus``: NautilusTrader's book on the same real deltas (its own venv), and the
@@ -467,7 +460,7 @@ def bench_feed(cfg: RaydeskConfig, rates: tuple[int, ...] = (10_000, 50_000),
 
     warm_up()  # compile/load the client's and the book's kernels before anything is timed
     for i in ins.values():
-        warm_up_engine(i, cfg.book.model_dump(), cfg.features.model_dump())
+        warm_up_engine(i, cfg.book, cfg.features)
     per_sim_s = asyncio.run(sim_rate())
     root = Path(__file__).resolve().parents[1]
 

@@ -19,16 +19,13 @@ class SymbolActor:
     def __init__(
         self, instrument: Instrument, book: dict[str, Any], features: dict[str, Any], replay: bool
     ) -> None:
-        self.engine = SymbolEngine(
-            instrument,
-            BookConfig.model_validate(book),
-            FeaturesConfig.model_validate(features),
-            make_clock(replay),
-        )
+        book_cfg = BookConfig.model_validate(book)
+        features_cfg = FeaturesConfig.model_validate(features)
+        self.engine = SymbolEngine(instrument, book_cfg, features_cfg, make_clock(replay))
         self.symbol = instrument.symbol
         self.metrics = Metrics()
         self.batches = 0
-        warm_up_engine(instrument, book, features)
+        warm_up_engine(instrument, book_cfg, features_cfg)
 
     def _apply(self, batch: MarketBatch, view: bool) -> SymbolUpdate:
         t0 = time.perf_counter_ns()
@@ -76,7 +73,7 @@ class SymbolActor:
         self.engine.restore(image)
 
 
-def warm_up_engine(instrument: Instrument, book: dict[str, Any], features: dict[str, Any]) -> None:
+def warm_up_engine(instrument: Instrument, book: BookConfig, features: FeaturesConfig) -> None:
     """Run the compiled kernels once on a throwaway engine, so loading (or compiling) them
     happens when the actor starts, not on the first live batch (seconds of latency)."""
     from actors.core.batch import ASK, BID, DELTA, F_LAST, F_SNAPSHOT, SNAPSHOT, TRADE, empty_rows
@@ -86,6 +83,4 @@ def warm_up_engine(instrument: Instrument, book: dict[str, Any], features: dict[
             (TRADE, BID, 101, 0.5, F_LAST), (DELTA, BID, 100, 2.0, F_LAST)]
     for i, (kind, side, price, size, flags) in enumerate(spec):
         rows[i] = (1 + i, 1 + i, 1, kind, side, price, size, flags, 0)
-    eng = SymbolEngine(instrument, BookConfig.model_validate(book),
-                       FeaturesConfig.model_validate(features), make_clock(True))
-    eng.on_batch(rows)
+    SymbolEngine(instrument, book, features, make_clock(True)).on_batch(rows)

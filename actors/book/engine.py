@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from actors.book.features import FeatureEngine
-from actors.book.ladder import ERR_CROSSED, ERR_GAP, ERR_KIND, ERR_SEQ, LadderBook
+from actors.book.frames import NO_MSGS, NO_TRADES
+from actors.book.l3 import L3Book
+from actors.book.ladder import ERR_CROSSED, ERR_GAP, ERR_SEQ, ERROR_NAMES, LadderBook
 from actors.core.batch import ADD, BID, F_LAST, MODIFY, validate_rows
 from actors.core.clock import Clock
 from actors.core.errors import BatchError
@@ -76,7 +78,6 @@ class SymbolEngine:
         self.quarantine_kind = ""
         self.quarantines = 0
         self.resyncs = 0
-        self._resync_pending = False  # a snapshot started and has not ended yet
         self.decisions = 0
         self.events = 0
 
@@ -96,13 +97,7 @@ class SymbolEngine:
         except BatchError as exc:
             # The batch is rejected whole (the book is left as it was), so the book has now
             # missed updates the venue made: it is quarantined until a snapshot resyncs it.
-            reason = ""
-            if not self.quarantined:
-                reason = f"invalid batch rejected: {exc}"
-                self.quarantined = True
-                self.quarantine_reason = reason
-                self.quarantine_kind = "invalid"
-                self.quarantines += 1
+            reason = self._quarantine(f"invalid batch rejected: {exc}", "invalid")
             return SymbolUpdate(
                 view=self._view(()) if view else None,
                 decision=None,
@@ -119,9 +114,10 @@ class SymbolEngine:
         kinds = rows["kind"]
         l3_refills = 0
         if ((kinds >= ADD) & (kinds <= MODIFY)).any() or self.l3 is not None:
-            reason, kind, l3_refills = self._through_l3(rows)
-            rows = self._l3_rows  # may be empty: fills alone change no level
+            # the rows may come back empty: fills alone change no level
+            rows, reason, kind, l3_refills = self._through_l3(rows)
         book = self.book
+        was_in_snapshot = book.in_snapshot  # a snapshot that began in an earlier batch
         prints: list[np.ndarray] = []
         code = row = a = b = 0
         snap_started = False
@@ -136,29 +132,15 @@ class SymbolEngine:
         if snap_started and kind == "l3" and not self.l3.needs_resync:
             reason, kind = "", ""  # the L3 errors came before the clear that began the resync
         resynced = False
-        if snap_started or self._resync_pending:
-            if book.in_snapshot:
-                self._resync_pending = True  # the snapshot continues in the next batch
-            else:
-                # a complete snapshot rebuilt the book: whatever broke it before is gone
-                self._resync_pending = False
-                resynced = True
-                self.resyncs += 1
-                self.quarantined = False
-                self.quarantine_reason = ""
-                self.quarantine_kind = ""
+        if (snap_started or was_in_snapshot) and not book.in_snapshot:
+            # a complete snapshot rebuilt the book: whatever broke it before is gone
+            resynced = True
+            self._lift()
         if code and not reason:
             reason, kind = _describe(code, row, a, b, self.instrument)
         self.events += n
-        if reason and self.quarantined:
-            if kind != "crossed":
-                self.quarantine_kind = kind  # only a snapshot lifts it now, not an uncross
-            reason = ""  # already quarantined: not a new quarantine
-        elif reason:
-            self.quarantined = True
-            self.quarantine_reason = reason
-            self.quarantine_kind = kind
-            self.quarantines += 1
+        if reason:
+            reason = self._quarantine(reason, kind)
         consistent = len(rows) > 0 and not book.open_message and bool(rows[-1]["flags"] & F_LAST)
         if (
             self.quarantined
@@ -171,13 +153,10 @@ class SymbolEngine:
             # An L3 book holds every resting order, so it is its own resync: a cross (a
             # pre-open auction book, say) is quarantined while it lasts and lifts once the venue
             # uncrosses. An L2 diff book cannot verify itself and waits for a snapshot.
-            self.quarantined = False
-            self.quarantine_reason = ""
-            self.quarantine_kind = ""
-            self.resyncs += 1
+            self._lift()
             resynced = True
         if l3_refills:
-            self.features.update(book._msgs[:0], book._trades[:0], l3_iceberg_refills=l3_refills)
+            self.features.update(NO_MSGS, NO_TRADES, l3_iceberg_refills=l3_refills)
         decision = None
         bb, ba = book.best_bid, book.best_ask
         # sample only where the book is consistent: after a complete message, both sides
@@ -217,17 +196,38 @@ class SymbolEngine:
             resynced=resynced,
         )
 
-    def _through_l3(self, rows: np.ndarray) -> tuple[str, str, int]:
-        """Turn market-by-order rows into level sizes; return (reason, kind, iceberg refills)."""
-        from actors.book.l3 import L3Book
+    def _quarantine(self, reason: str, kind: str) -> str:
+        """Quarantine the symbol; return ``reason`` when this is a new quarantine, else "".
 
+        An error during a quarantine for a cross escalates it: only a snapshot lifts it then.
+        """
+        if self.quarantined:
+            if kind != "crossed":
+                self.quarantine_kind = kind
+            return ""
+        self.quarantined = True
+        self.quarantine_reason = reason
+        self.quarantine_kind = kind
+        self.quarantines += 1
+        return reason
+
+    def _lift(self) -> None:
+        """The book is whole again (a snapshot, or an L3 book that uncrossed)."""
+        self.resyncs += 1
+        self.quarantined = False
+        self.quarantine_reason = ""
+        self.quarantine_kind = ""
+
+    def _through_l3(self, rows: np.ndarray) -> tuple[np.ndarray, str, str, int]:
+        """Turn market-by-order rows into level rows; return (rows, reason, kind, iceberg
+        refills)."""
         if self.l3 is None:
             self.l3 = L3Book()
         before = self.l3.iceberg_refills
-        self._l3_rows = self.l3.apply(rows)
+        out = self.l3.apply(rows)
         errs = self.l3.last_errors
         reason = f"L3 book: {errs[0]}" if errs else ""
-        return reason, "l3" if reason else "", int(self.l3.iceberg_refills - before)
+        return out, reason, "l3" if reason else "", int(self.l3.iceberg_refills - before)
 
     def _view(self, trades: tuple[TradePrint, ...]) -> BookView:
         bp, bs, ap, asz = self.book.top(self.levels_out)
@@ -244,13 +244,6 @@ class SymbolEngine:
             quarantined=self.quarantined or self.book.in_snapshot,
             trades=trades,
         )
-
-    def nbytes(self) -> int:
-        """Memory of the book and feature state (arrays), in bytes."""
-        n = self.book.nbytes() + int(self.features.state_bytes())
-        if self.l3 is not None and hasattr(self.l3, "nbytes"):
-            n += int(self.l3.nbytes())
-        return n
 
     # checkpoint -----------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -270,11 +263,8 @@ class SymbolEngine:
         self.book = LadderBook.restore(image["book"], self.window_ticks)
         self.l3 = None
         if image.get("l3") is not None:
-            from actors.book.l3 import L3Book
-
             self.l3 = L3Book.restore(image["l3"])
         self.features = FeatureEngine(self.features_cfg, float(self.instrument.tick_size))
-        self._resync_pending = self.book.in_snapshot
         self.quarantined = bool(image["quarantined"])
         self.quarantine_reason = str(image["quarantine_reason"])
         self.quarantine_kind = str(image.get("quarantine_kind", ""))
@@ -283,23 +273,15 @@ class SymbolEngine:
 
 
 def _describe(code: int, row: int, a: int, b: int, ins: Instrument) -> tuple[str, str]:
+    """The reason (field, rule, value) and the metric label of a kernel integrity error."""
     if code == ERR_CROSSED:
-        return (
-            f"book must not be crossed, was bid {ins.ticks_to_str(a)} >= ask "
-            f"{ins.ticks_to_str(b)} at row {row}",
-            "crossed",
-        )
-    if code == ERR_SEQ:
-        return f"seq must be non-decreasing, was {a} after {b} at row {row}", "sequence"
-    if code == ERR_GAP:
-        return (
-            f"update ids must be contiguous, was a gap after {b} (feed reported it at seq {a}); "
-            "book void until a snapshot resyncs it",
-            "gap",
-        )
-    if code == ERR_KIND:
-        return (
-            f"kind must be delta/snapshot/clear/trade on an L2 book, was {a} at row {row}",
-            "kind",
-        )
-    return f"book integrity error {code} at row {row}", "unknown"
+        why = (f"book must not be crossed, was bid {ins.ticks_to_str(a)} >= ask "
+               f"{ins.ticks_to_str(b)} at row {row}")
+    elif code == ERR_SEQ:
+        why = f"seq must be non-decreasing, was {a} after {b} at row {row}"
+    elif code == ERR_GAP:
+        why = (f"update ids must be contiguous, was a gap after {b} (feed reported it at seq "
+               f"{a}); book void until a snapshot resyncs it")
+    else:
+        why = f"kind must be delta/snapshot/clear/trade on an L2 book, was {a} at row {row}"
+    return why, ERROR_NAMES[code]

@@ -911,7 +911,8 @@ class FeatureEngine:
         c = self.cfg
         n = int(min(self._i[I_STK_N], self._stk.shape[1]))
         if n:
-            # the counts are kept in step with the ring by the kernel: O(states^2) per refit
+            # the counts are kept in step with the ring by the kernel: a refit is two
+            # states x states least-squares solves, whatever the history length
             self._g[:] = _stoikov_solve(
                 self._stc, c.stoikov_imbalance_buckets, c.stoikov_spread_states,
                 c.stoikov_iterations,

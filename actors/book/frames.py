@@ -44,6 +44,9 @@ TRADE_DTYPE = np.dtype(
     ]
 )
 
+NO_MSGS = np.zeros(0, dtype=MSG_DTYPE)  # empty frames, for an update that carries none
+NO_TRADES = np.zeros(0, dtype=TRADE_DTYPE)
+
 
 def reference_frames(book: object, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Plain-Python reference of the kernel's frames: apply ``rows`` to an ``L2Book``.

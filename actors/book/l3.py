@@ -596,12 +596,6 @@ class L3Book:
             self._lf[:m] = lf
             _rehash(lk, lv, self._lk, self._lv)
 
-    def nbytes(self) -> int:
-        """Memory held by the book's arrays, in bytes."""
-        arrays = (self._oi, self._oid, self._of, self._ok, self._ov, self._li, self._lf,
-                  self._lk, self._lv, self._ice_i, self._ice_id, self._ice_f)
-        return int(sum(a.nbytes for a in arrays))
-
     # --- applying rows -----------------------------------------------------------------------
     def apply(self, rows: np.ndarray) -> np.ndarray:
         """Apply ``MD_DTYPE`` rows; return the L2 rows they produce (see the module docstring).

@@ -23,7 +23,7 @@ batch is reported to the owner, which quarantines the symbol.
 
 :class:`LadderBook` is the Python face: it owns the arrays, grows the overflow, re-centres the
 window, and offers the same reading API as the reference :class:`~actors.book.book.L2Book`
-(``best_bid``, ``best_ask``, ``top``, ``size_at``, ``snapshot``/``restore``).
+(``best_bid``, ``best_ask``, ``top``, ``snapshot``/``restore``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import numpy as np
 from numba import njit
 
 from actors.book.frames import MSG_DTYPE, TRADE_DTYPE
-from actors.core.batch import BID
 
 # state slots (int64 array)
 BASE, CAP, BB, BA, NB, NA, OBN, OAN = 0, 1, 2, 3, 4, 5, 6, 7
@@ -194,6 +193,16 @@ def top_levels(
     return nb, na
 
 
+@njit(cache=True, inline="always")
+def _error(st: np.ndarray, code: int, row: int, a: int, b: int) -> None:
+    """Record an integrity error unless the batch already has one (the first one counts)."""
+    if st[ERR_CODE] == 0:
+        st[ERR_CODE] = code
+        st[ERR_ROW] = row
+        st[ERR_A] = a
+        st[ERR_B] = b
+
+
 @njit(cache=True)
 def _clear(st: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> None:
     if st[BHI] >= st[BLO]:
@@ -285,22 +294,16 @@ def apply_batch(
                 t_shown[t] = shown
                 t_msg[t] = st[N_MSGS]
                 st[N_TRADES] = t + 1
-            if seq[i] < st[LAST_SEQ] and st[ERR_CODE] == 0:
-                st[ERR_CODE] = ERR_SEQ
-                st[ERR_ROW] = i
-                st[ERR_A] = seq[i]
-                st[ERR_B] = st[LAST_SEQ]
+            if seq[i] < st[LAST_SEQ]:
+                _error(st, ERR_SEQ, i, seq[i], st[LAST_SEQ])
             st[LAST_SEQ] = seq[i]
             st[TS_EVENT] = ts_event[i]
             st[TS_INIT] = ts_init[i]
             continue
         if k == 3:  # CLEAR
             _clear(st, bid, ask)
-            if flags[i] & 4 and st[ERR_CODE] == 0:  # F_GAP: the feed lost data
-                st[ERR_CODE] = ERR_GAP
-                st[ERR_ROW] = i
-                st[ERR_A] = seq[i]
-                st[ERR_B] = st[LAST_SEQ]
+            if flags[i] & 4:  # F_GAP: the feed lost data
+                _error(st, ERR_GAP, i, seq[i], st[LAST_SEQ])
         elif k == 0 or k == 2:  # DELTA / SNAPSHOT
             if k == 2 and st[IN_SNAP] == 0:
                 # a resync: the snapshot replaces the book and whatever broke it before
@@ -308,11 +311,8 @@ def apply_batch(
                 st[IN_SNAP] = 1
                 st[ERR_CODE] = 0
                 st[RESYNC_ROW] = i
-            elif k == 0 and seq[i] < st[LAST_SEQ] and st[ERR_CODE] == 0:
-                st[ERR_CODE] = ERR_SEQ
-                st[ERR_ROW] = i
-                st[ERR_A] = seq[i]
-                st[ERR_B] = st[LAST_SEQ]
+            elif k == 0 and seq[i] < st[LAST_SEQ]:
+                _error(st, ERR_SEQ, i, seq[i], st[LAST_SEQ])
             px = price[i]
             sz = size[i]
             if st[BASE_SET] == 0:
@@ -378,12 +378,7 @@ def apply_batch(
                         return GROW_ASKS, i
                     st[OAN] = r
         else:
-            # add/cancel/modify must go through an L3 book first
-            if st[ERR_CODE] == 0:
-                st[ERR_CODE] = ERR_KIND
-                st[ERR_ROW] = i
-                st[ERR_A] = k
-                st[ERR_B] = 0
+            _error(st, ERR_KIND, i, k, 0)  # add/cancel/modify must go through an L3 book first
         st[LAST_SEQ] = seq[i]
         st[TS_EVENT] = ts_event[i]
         st[TS_INIT] = ts_init[i]
@@ -392,11 +387,8 @@ def apply_batch(
             st[OPEN_MSG] = 0
             st[IN_SNAP] = 0
             bb, ba = best_prices(st, obp, oap)
-            if bb != NO_PRICE and ba != NO_PRICE and bb >= ba and st[ERR_CODE] == 0:
-                st[ERR_CODE] = ERR_CROSSED
-                st[ERR_ROW] = i
-                st[ERR_A] = bb
-                st[ERR_B] = ba
+            if bb != NO_PRICE and ba != NO_PRICE and bb >= ba:
+                _error(st, ERR_CROSSED, i, bb, ba)
             if capture:
                 m = st[N_MSGS]
                 m_ts[m] = ts_event[i]
@@ -454,7 +446,6 @@ class LadderBook:
         self.oap = np.zeros(overflow, dtype=np.int64)
         self.oas = np.zeros(overflow, dtype=np.float64)
         _clear(self.st, self.bid, self.ask)
-        self.recenters = 0
         self._msgs = np.zeros(frame_rows, dtype=MSG_DTYPE)
         self._trades = np.zeros(frame_rows, dtype=TRADE_DTYPE)
 
@@ -546,7 +537,6 @@ class LadderBook:
                 center = bb if bb is not None else ba
         if center is None:
             return
-        self.recenters += 1
         st = self.st
         cap = int(st[CAP])
         st[BASE] = int(center) - cap // 2
@@ -653,21 +643,6 @@ class LadderBook:
         nb, na = top_levels(self.st, self.bid, self.ask, self.obp, self.obs, self.oap,
                             self.oas, n, bpx, bsz, apx, asz)
         return bpx[:nb].tolist(), bsz[:nb].tolist(), apx[:na].tolist(), asz[:na].tolist()
-
-    def size_at(self, side: int, price: int) -> float:
-        st = self.st
-        idx = price - int(st[BASE])
-        dense = self.bid if side == BID else self.ask
-        if st[BASE_SET] and 0 <= idx < len(dense):
-            return float(dense[idx])
-        if side == BID:
-            return float(_ov_get(self.obp, self.obs, st[OBN], price))
-        return float(_ov_get(self.oap, self.oas, st[OAN], price))
-
-    def nbytes(self) -> int:
-        """Memory held by the book's arrays."""
-        return sum(a.nbytes for a in (self.st, self.bid, self.ask, self.obp, self.obs,
-                                      self.oap, self.oas, self._msgs, self._trades))
 
     # checkpoint ------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

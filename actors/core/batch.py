@@ -51,7 +51,6 @@ KIND_NAMES = {
     CANCEL: "cancel",
     MODIFY: "modify",
 }
-L3_KINDS = (ADD, CANCEL, MODIFY)
 
 # side (book side for deltas; aggressor side for trades)
 BID = 0
@@ -168,6 +167,7 @@ def validate_rows(data: object, symbol: str = "") -> np.ndarray:
         # seq may only go back where a snapshot starts (a resync to the venue's image, which
         # can be older than the chain it replaces); the book then continues from it
         back = np.concatenate(([False], np.diff(data["seq"]) < 0))
-        starts = np.concatenate(([False], (kind[1:] == SNAPSHOT) & (kind[:-1] != SNAPSHOT)))
-        first_bad(back & ~starts, "seq", "non-decreasing (except where a snapshot starts)")
+        if back.any():  # rare: only then look for snapshot starts
+            starts = np.concatenate(([False], (kind[1:] == SNAPSHOT) & (kind[:-1] != SNAPSHOT)))
+            first_bad(back & ~starts, "seq", "non-decreasing (except where a snapshot starts)")
     return data

@@ -39,6 +39,7 @@ class FeedActor:
         self.wall_start_ns = 0
         self.ws: Any = None  # the live client (source == "ws")
         self._ws_task: asyncio.Task[None] | None = None
+        self._prepared: dict[str, Any] = {}  # push mode: rows generated ahead of time
 
     def _start_ws(self) -> Any:
         from actors.feed.ws_client import BinanceWsClient
@@ -92,6 +93,9 @@ class FeedActor:
         if not self.replay:
             self.start_ns = self.sim_now = time.time_ns()
         self.wall_start_ns = time.time_ns()
+        return self._simulator()
+
+    def _simulator(self) -> MarketSimulator:
         return MarketSimulator(
             self.cfg.simulator, list(self.instruments.values()), self.prices, self.start_ns
         )
@@ -122,10 +126,7 @@ class FeedActor:
     def prepare_sim(self, seconds: float) -> int:
         """Generate ``seconds`` of simulated market for every symbol and hold it for
         :meth:`push` (so a throughput measurement of the book path excludes generation)."""
-        sim = MarketSimulator(
-            self.cfg.simulator, list(self.instruments.values()), self.prices, self.start_ns
-        )
-        self._prepared = sim.advance(self.start_ns + int(seconds * 1e9))
+        self._prepared = self._simulator().advance(self.start_ns + int(seconds * 1e9))
         return sum(len(r) for r in self._prepared.values())
 
     async def push(
@@ -138,7 +139,7 @@ class FeedActor:
         Returns rows sent, batches, errors reported by the actors and the wall time from the
         first send to the barrier.
         """
-        prepared: dict[str, Any] = getattr(self, "_prepared", {})
+        prepared = self._prepared
         cursors = {s: 0 for s in prepared}
         pending: dict[str, list[Any]] = {s: [] for s in prepared}
         sent = batches = errors = 0

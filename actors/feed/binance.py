@@ -543,14 +543,15 @@ class _FastFile:
     """One decompressed file, scanned and parsed by the compiled parser for one symbol."""
 
     def __init__(self, data: bytes, buf: np.ndarray, scan: tuple, first: int, symbol: str,
-                 sync: BinanceSymbolSync) -> None:
+                 sync: BinanceSymbolSync, tickers: bool) -> None:
         self.data = data
         self.starts, self.ends, body, self.kinds, self.ts, _clean = scan
         tick_m, tick_e = bf.tick_parts(sync.instrument.tick_size)
         sym = np.frombuffer(symbol.encode(), dtype=np.uint8).copy()
         (self.refs, self.dm, self.lside, self.lpx, self.lsz, self.tr, self.tsz,
          self.tk) = bf.parse_lines(buf, self.ends, body, self.kinds, first, tick_m, tick_e, sym,
-                                   bf.WANT_ALL)
+                                   # tickers are most lines: parse them only when wanted
+                                   bf.WANT_ALL if tickers else bf.WANT_DEPTH | bf.WANT_TRADE)
         self._tk: list[list[int]] | None = None
 
     def text(self, i: int) -> str:
@@ -629,7 +630,7 @@ def _read_file_fast(sess: _Session, path: Path) -> Iterator[Item]:
         sync = sess.syncs[sym]
         rows = sync.rows
         assert isinstance(rows, _ArrayRows)
-        ff = _FastFile(data, buf, scan, i, sym, sync)
+        ff = _FastFile(data, buf, scan, i, sym, sync, sess.tickers)
         order = np.arange(n, dtype=np.int64)
         stats = sync.stats
         j = i

@@ -7,7 +7,8 @@ symbol, ``chan`` one of :data:`DEPTH`, :data:`TRADE`, :data:`TICKER`, ``text`` t
 for other channels).
 
 :class:`SymbolBook` is the exchange-side book of one symbol: the REST snapshot plus every diff
-*sent so far*, applied lazily (only when a snapshot is asked for, so sending costs nothing).
+*sent so far*, applied lazily (when a snapshot is asked for, and for the never-ending
+simulator every :data:`COMPACT_EVERY` diffs, so memory stays bounded).
 Its ``lastUpdateId`` obeys Binance's sync rules for a client that subscribed before asking:
 
 * spot: ``lastUpdateId`` = ``u`` of the last sent diff; the next diff has ``U == u + 1``.
@@ -24,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import gzip
 import heapq
 import json
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,9 +35,12 @@ from typing import Any
 from actors.core.batch import ASK, BID, F_LAST, SNAPSHOT, TRADE
 from actors.core.errors import ValidationError
 from actors.core.instruments import Instrument
+from actors.feed.binance import _market_of, _open
 
 DEPTH, TRADE_CH, TICKER = 0, 1, 2
 WireEvent = tuple[int, str, int, str, Any]
+
+COMPACT_EVERY = 2_000  # simulator diffs held before the sent ones are applied and dropped
 
 
 class SymbolBook:
@@ -131,8 +134,7 @@ def _market_of_path(path: Path) -> str | None:
 
 def _file_events(path: Path) -> Iterator[tuple[int, str | None, dict[str, Any] | None, str]]:
     """``(ts, stream, data, data_text)`` per line; a snapshot line has stream ``None``."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as f:  # type: ignore[operator]
+    with _open(path) as f:  # type: ignore[attr-defined]
         for lineno, line in enumerate(f, start=1):
             ts_s, _, body = line.rstrip("\n").partition(" ")
             try:
@@ -188,7 +190,7 @@ class BinanceReplaySource:
                     sym_of_file = sym
                     for snap in early:
                         snaps.setdefault(sym, snap)
-                    market = _market_of_path(path) or ("usdm" if "pu" in data else "spot")
+                    market = _market_of_path(path) or _market_of(data)
                     markets.setdefault(sym, market)
                 ev = data.get("e")
                 if ev == "depthUpdate":
@@ -293,8 +295,10 @@ class SimWireEncoder:
             out.append((te, self.sym, DEPTH, json.dumps(diff, separators=(",", ":")), diff))
             if self.book is not None:
                 self.book.diffs.append(diff)
-                if len(self.book.diffs) > 20_000:
-                    self.book.compact()  # the simulator never ends: keep memory bounded
+                if len(self.book.diffs) > COMPACT_EVERY:
+                    # the simulator never ends: keep memory bounded, in small steps so the
+                    # server's loop never stalls on a long catch-up
+                    self.book.compact(keep_unapplied=0)
             bl, al = self.best
             if bl and al:
                 bb, ba = max(bl), min(al)

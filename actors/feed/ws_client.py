@@ -64,9 +64,6 @@ from actors.feed.binance import (
     _size,
 )
 
-FAULT_REASONS = ("gap", "stale", "malformed", "unknown_stream", "bad_field", "crossed",
-                 "snapshot")
-RECONNECT_REASONS = ("closed", "stall", "error")
 CHUNK_ROWS = 8192  # rows per queued chunk (a chunk is the unit the backpressure drops)
 MAX_PENDING = 100_000  # buffered diffs per unsynced symbol before the oldest are dropped
 _DEPTH, _TRADE, _TICKER = 0, 1, 2
@@ -433,7 +430,6 @@ class BinanceWsClient:
         self._wake: asyncio.Event | None = None  # a resync is wanted
         self._data: asyncio.Event | None = None  # rows arrived
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._ws: Any = None
         self._fast = _FastPath(self.instruments)
         self._futures = market == "usdm"
         for sym in self.instruments:  # the initial sync
@@ -704,6 +700,8 @@ class BinanceWsClient:
             "resyncs": {f"{s}:{r}": n for (s, r), n in self.resyncs.items()},
             "reconnects": dict(self.reconnects),
             "dropped": dict(self.dropped),
+            "pending_dropped": {s: y.pending_dropped for s, y in self.syncs.items()
+                                if y.pending_dropped},
             "connections": self.connections,
             "synced": {s: y.synced for s, y in self.syncs.items()},
         }
@@ -771,7 +769,6 @@ class BinanceWsClient:
                 try:
                     async with connect(self.stream_url(), max_size=None, close_timeout=0.5,
                                        compression=None) as ws:
-                        self._ws = ws
                         self.connected = True
                         self.connections += 1
                         snaps = self._snapshots_applied()
@@ -797,7 +794,6 @@ class BinanceWsClient:
     def _disconnected(self, lost: bool) -> None:
         was = self.connected
         self.connected = False
-        self._ws = None
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
