@@ -36,9 +36,11 @@ from actors.core.messages import DecisionMade, OrderAccepted, OrderError, OrderF
 from actors.strategy.engine import StrategyEngine
 from cluster.config import RaydeskConfig
 from cluster.metrics import Metrics
-from serve.ensemble import FALLBACK_PROBS
+from serve.client import request_from_decisions
+from serve.ensemble import FALLBACK_PROBS, fallback_probs
 
 REPLAY_SAFETY_TIMEOUT_MS = 60_000.0
+INGRESS_GRACE_S = 1.0  # beyond the deadline the ingress enforces: it did not answer at all
 SAMPLE_WINDOW = 100_000  # latest samples kept per latency series (percentiles are over these)
 
 
@@ -107,23 +109,20 @@ class TradingKernel:
         """Return combined probabilities, model versions and the round trip in ms."""
         if not dps:
             return np.zeros((0, 3)), {}, 0.0
-        # Live, a late prediction is worthless: the deadline gives the fallback. On replay the
-        # wall clock must not change decisions, so the deadline is only a safety timeout.
+        # Live, a late prediction is worthless: the ingress enforces the deadline and answers
+        # with the fallback (counted there and below). On replay the wall clock must not change
+        # decisions, so the deadline is only a safety timeout. The timeout here only guards
+        # against an ingress that does not answer at all.
         deadline_ms = REPLAY_SAFETY_TIMEOUT_MS if self.replay else self.cfg.models.deadline_ms
-        req = {
-            "decision_ids": [d.decision_id for d in dps],
-            "features": np.stack([d.features for d in dps]).astype(np.float32),
-            "windows": np.stack([d.window for d in dps]).astype(np.float32),
-            "deadline_ms": deadline_ms,
-        }
-        deadline_s = deadline_ms / 1e3
+        req = request_from_decisions(dps, deadline_ms)
+        guard_s = deadline_ms / 1e3 + INGRESS_GRACE_S
         t0 = time.perf_counter()
         try:
-            resp = await asyncio.wait_for(self.topo.ensemble.predict.remote(req), deadline_s)
+            resp = await asyncio.wait_for(self.topo.ensemble.predict.remote(req), guard_s)
         except TimeoutError:
             self.stats.fallbacks["DEADLINE"] += len(dps)
             self.metrics.inc("raydesk_inference_fallbacks", len(dps), reason="DEADLINE")
-            return np.tile(FALLBACK_PROBS, (len(dps), 1)), {}, deadline_s * 1e3
+            return fallback_probs(len(dps)), {}, guard_s * 1e3
         ms = (time.perf_counter() - t0) * 1e3
         self.metrics.observe("raydesk_pipeline_inference_ms", ms)
         if resp.get("fallback"):

@@ -151,7 +151,7 @@ def build_topology(
     )
 
 
-def teardown(topo: Topology, shutdown_serve: bool = True) -> None:
+def teardown(topo: Topology) -> None:
     """Close the journal, kill the run's actors, and stop Serve/Ray if this run started them."""
     try:
         ray.get(topo.journal.close.remote(), timeout=30)
@@ -163,7 +163,7 @@ def teardown(topo: Topology, shutdown_serve: bool = True) -> None:
         # Ray started by this run: shutting it down stops Serve with it. (serve.shutdown()
         # first would kill the controller under the driver's long-poll and print retries.)
         ray.shutdown()
-    elif shutdown_serve:
+    else:
         from ray import serve
 
         serve.delete(SERVE_APP_NAME)

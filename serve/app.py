@@ -35,12 +35,11 @@ from ray.util.metrics import Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from serve.ensemble import FALLBACK_PROBS, combine, fallback_probs, normalise_weights
+from serve.ensemble import FALLBACK_PROBS, FAMILIES, combine, fallback_probs, normalise_weights
 from serve.registry import ModelRecord, ModelRegistry
 
 logger = logging.getLogger("ray.serve")
 
-FAMILIES: tuple[str, ...] = ("lgbm", "gru")
 LATENCY_METRIC = "raydesk_inference_latency_ms"
 # Ray exports a Counter named X as Prometheus "ray_X_total": this shows up as
 # ray_raydesk_inference_deadline_miss_total.

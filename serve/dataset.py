@@ -30,7 +30,6 @@ from cluster.config import RaydeskConfig
 #: Simulated start of the training market (2023-11-14T22:13:20Z): fixed, so data is reproducible.
 TRAIN_START_NS = 1_700_000_000_000_000_000
 #: Class index → name.
-CLASSES: tuple[str, str, str] = ("down", "flat", "up")
 DOWN, FLAT, UP = 0, 1, 2
 
 
@@ -247,7 +246,7 @@ def _assemble(
         p, tgt = pos[idx], target[idx]
         parts["f"].append(np.stack([tr.features[i] for i in idx]).astype(np.float32))
         parts["w"].append(np.stack([tr.windows[i] for i in idx]).astype(np.float32))
-        parts["r"].append((mids[tgt] / mids[p] - 1.0) * 1e4)
+        parts["r"].append(forward_returns_bps(mids, horizon)[p])
         parts["ts"].append(ts[p])
         parts["lts"].append(ts[tgt])
         parts["o"].append(np.asarray(tr.order, dtype=np.int64)[idx])

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-CLASSES: tuple[str, str, str] = ("down", "flat", "up")
+FAMILIES: tuple[str, ...] = ("lgbm", "gru")  # model families the ensemble combines
 #: Probabilities used when no timely model answer exists: "flat", i.e. do nothing.
 FALLBACK_PROBS: tuple[float, float, float] = (0.0, 1.0, 0.0)
 
@@ -85,13 +85,6 @@ def combine(per_model: Mapping[str, np.ndarray], weights: Mapping[str, float]) -
     s = out.sum(axis=1, keepdims=True)
     s[s <= 0] = 1.0
     return out / s
-
-
-def edge_of(probs: np.ndarray) -> np.ndarray | float:
-    """Return ``p_up - p_down`` per row (a float for a single ``(3,)`` row)."""
-    p = np.asarray(probs, dtype=np.float64)
-    e = p[..., 2] - p[..., 0]
-    return float(e) if p.ndim == 1 else e
 
 
 def signal(probs: np.ndarray, edge: float) -> np.ndarray | int:

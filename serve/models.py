@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from serve.ensemble import FAMILIES  # noqa: F401 - re-exported: the families' one definition
 from serve.registry import ModelRecord, ModelRegistry, RegistryError
 
 N_CLASSES = 3
-FAMILIES: tuple[str, ...] = ("lgbm", "gru")
+
 Progress = Callable[[float], None]
 
 

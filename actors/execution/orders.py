@@ -280,11 +280,6 @@ class Order:
         """True once sent to the venue and until closed."""
         return self.status not in TERMINAL and self.status is not S.INITIALIZED
 
-    @property
-    def signed_leaves_lots(self) -> int:
-        """``leaves_lots`` signed by side (+ for a buy)."""
-        return self.side.sign * self.leaves_lots
-
     # --- the only mutator ---------------------------------------------------------------------
     def apply(self, event: OrderEvent) -> OrderStatus:
         """Apply one event and return the new status.

@@ -43,6 +43,12 @@ from actors.core.messages import (
     TradingStateChanged,
 )
 from actors.core.views import BookView
+from actors.execution.engine import (
+    ERR_DUPLICATE_CLIENT_ORDER_ID,
+    ERR_INVALID_COMMAND,
+    ERR_SYMBOL_MISMATCH,
+    ERR_UNKNOWN_COMMAND,
+)
 from actors.execution.portfolio import Portfolio, Position
 
 if TYPE_CHECKING:
@@ -79,10 +85,10 @@ class TradingState(StrEnum):
 
 REASON_DAILY_LOSS_LIMIT = "DAILY_LOSS_LIMIT"
 REASON_REARMED = "REARMED"
-_EXEC_DUPLICATE = "DUPLICATE_CLIENT_ORDER_ID"  # execution's OrderError reason
+_EXEC_DUPLICATE = ERR_DUPLICATE_CLIENT_ORDER_ID  # execution's OrderError reason
 # execution's OrderError reasons for a submit it refused outright: the order never worked
 _EXEC_NEVER_OPENED = frozenset(
-    {_EXEC_DUPLICATE, "INVALID_COMMAND", "UNKNOWN_COMMAND", "SYMBOL_MISMATCH"}
+    {_EXEC_DUPLICATE, ERR_INVALID_COMMAND, ERR_UNKNOWN_COMMAND, ERR_SYMBOL_MISMATCH}
 )
 
 
