@@ -6,9 +6,10 @@ date and machine.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -413,7 +414,8 @@ with srv.run_in_thread():
 def bench_feed(cfg: RaydeskConfig, rates: tuple[int, ...] = (10_000, 50_000),
                duration_s: float = 10.0, step_rates: tuple[int, ...] = (
                    20_000, 30_000, 40_000, 60_000, 70_000, 80_000, 100_000, 120_000),
-               step_duration_s: float = 5.0, warmup_s: float = 1.5) -> dict[str, Any]:
+               step_duration_s: float = 5.0, warmup_s: float = 1.5,
+               ray_actors: bool = True) -> dict[str, Any]:
     """Wire-to-book latency of the live feed path, and the highest rate it sustains.
 
     The feed server (``FeedServer`` + ``SimSource``, ``stamp=True``) runs in its own process,
@@ -464,7 +466,9 @@ def bench_feed(cfg: RaydeskConfig, rates: tuple[int, ...] = (10_000, 50_000),
     per_sim_s = asyncio.run(sim_rate())
     root = Path(__file__).resolve().parents[1]
 
-    async def measure(rate: int, seconds: float) -> dict[str, Any]:
+    @contextlib.contextmanager
+    def server(rate: int) -> Iterator[int]:
+        """The feed server in its own process, paced to ``rate`` messages/s; yields its port."""
         proc = subprocess.Popen(
             [sys.executable, "-c", _FEED_SERVER, str(rate / per_sim_s)], cwd=root,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -472,11 +476,14 @@ def bench_feed(cfg: RaydeskConfig, rates: tuple[int, ...] = (10_000, 50_000),
             assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.write(cfg.model_dump_json())
             proc.stdin.close()
-            port = int(await asyncio.to_thread(proc.stdout.readline))
-            return await _run_client(port, seconds)
+            yield int(proc.stdout.readline())
         finally:
             proc.kill()
             proc.wait()
+
+    async def measure(rate: int, seconds: float) -> dict[str, Any]:
+        with server(rate) as port:
+            return await _run_client(port, seconds)
 
     async def _run_client(port: int, seconds: float) -> dict[str, Any]:
         sent: list[int] = []
@@ -554,24 +561,28 @@ def bench_feed(cfg: RaydeskConfig, rates: tuple[int, ...] = (10_000, 50_000),
                 and not r["reconnects"] and r["p99_ms"] is not None and r["p99_ms"] <= 50
                 and r["last_quarter_p50_ms"] <= r["first_quarter_p50_ms"] + 10)
 
-    out: dict[str, Any] = {}
-    best = 0
-    for rate in rates:
-        r = asyncio.run(measure(rate, duration_s))
-        r["sustained"] = sustained(r, rate, duration_s)
-        out[str(rate)] = r
-        best = max(best, rate) if r["sustained"] else best
-    steps: dict[str, Any] = {}
-    for rate in sorted(step_rates):
-        if rate <= best:
-            continue
-        r = asyncio.run(measure(rate, step_duration_s))
-        r["sustained"] = sustained(r, rate, step_duration_s)
-        steps[str(rate)] = r
-        if not r["sustained"]:
-            break
-        best = rate
-    return {
+    def step_up(run: Callable[[int, float], dict[str, Any]]) -> tuple[dict, dict, int]:
+        out: dict[str, Any] = {}
+        best = 0
+        for rate in rates:
+            r = run(rate, duration_s)
+            r["sustained"] = sustained(r, rate, duration_s)
+            out[str(rate)] = r
+            best = max(best, rate) if r["sustained"] else best
+        steps: dict[str, Any] = {}
+        for rate in sorted(step_rates):
+            if rate <= best:
+                continue
+            r = run(rate, step_duration_s)
+            r["sustained"] = sustained(r, rate, step_duration_s)
+            steps[str(rate)] = r
+            if not r["sustained"]:
+                break
+            best = rate
+        return out, steps, best
+
+    out, steps, best = step_up(lambda rate, sec: asyncio.run(measure(rate, sec)))
+    result: dict[str, Any] = {
         "name": "feed",
         "path": "FeedServer(SimSource, stamp) in a separate process -> WebSocket -> "
                 "BinanceWsClient -> wait_rows/drain -> SymbolEngine.on_batch, one process, "
@@ -580,10 +591,115 @@ def bench_feed(cfg: RaydeskConfig, rates: tuple[int, ...] = (10_000, 50_000),
         "rates": out,
         "steps": steps,
         "max_sustained_msgs_per_s": best,
+    }
+    if ray_actors:
+        r_out, r_steps, r_best = _feed_through_ray(cfg, step_up, server, warmup_s)
+        result["ray"] = {
+            "path": "the same server -> FeedActor (Ray actor, feed.source ws) -> "
+                    "next_batches -> SymbolActor.on_batch (Ray actors, the kernel's calls); "
+                    "latency = wall after the SymbolActors returned - the row's ts_init "
+                    "(its receive time in the FeedActor): receive-to-book through Ray",
+            "rates": r_out,
+            "steps": r_steps,
+            "max_sustained_msgs_per_s": r_best,
+        }
+    result.update({
         "sim_msgs_per_sim_s": round(per_sim_s, 1),
         "symbols": len(ins),
         "duration_s": duration_s,
         "machine": _machine(),
+    })
+    return result
+
+
+def _feed_through_ray(cfg: RaydeskConfig, step_up: Callable[..., Any],
+                      server: Callable[[int], Any], warmup_s: float) -> tuple[dict, dict, int]:
+    """``bench feed`` through the real actors: a FeedActor on the live feed and one
+    SymbolActor per symbol, driven as the kernel drives them (see ``bench_feed``'s ``ray``)."""
+    import ray
+
+    from actors.book.actor import SymbolActor
+    from actors.feed.actor import FeedActor
+    from cluster.topology import connect_ray
+
+    owns = connect_ray(cfg)
+    ins = cfg.instrument_map()
+    symbols = {
+        s: ray.remote(SymbolActor).options(num_cpus=cfg.ray.actor_num_cpus).remote(
+            i, cfg.book.model_dump(mode="json"), cfg.features.model_dump(mode="json"), False)
+        for s, i in ins.items()
+    }
+    ray.get([a.barrier.remote() for a in symbols.values()])  # kernels compiled
+
+    def run(rate: int, seconds: float) -> dict[str, Any]:
+        with server(rate) as port:
+            live = cfg.with_overrides(feed={"source": "ws", "url": f"ws://127.0.0.1:{port}",
+                                            "batch_interval_ms": 50.0})
+            feed = ray.remote(FeedActor).options(num_cpus=cfg.ray.actor_num_cpus).remote(
+                live.model_dump(mode="json"), False, 0)
+            try:
+                return _drive(feed, symbols, rate, seconds, warmup_s)
+            finally:
+                ray.get(feed.stop.remote(), timeout=10)
+                ray.kill(feed)
+
+    try:
+        return step_up(run)
+    finally:
+        for a in symbols.values():
+            ray.kill(a)
+        if owns:
+            ray.shutdown()
+
+
+def _drive(feed: Any, symbols: dict[str, Any], rate: int, seconds: float,
+           warmup_s: float) -> dict[str, Any]:
+    import ray
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # from the moment every symbol is synced
+        _now, batches = ray.get(feed.next_batches.remote())
+        ray.get([symbols[s].on_batch.remote(b) for s, b in batches.items() if len(b.data)])
+        st = ray.get(feed.feed_stats.remote())
+        if st and all(st["synced"].values()) and not st.get("need_resync"):
+            break
+    msgs0 = sum(ray.get(feed.feed_stats.remote())["messages"].values())
+    lat: list[np.ndarray] = []
+    rows = 0
+    t0 = time.monotonic()
+    t_measure = t0 + warmup_s
+    wall_measure = time.time_ns() + int(warmup_s * 1e9)
+    while time.monotonic() < t0 + warmup_s + seconds:
+        _now, batches = ray.get(feed.next_batches.remote())
+        updates = ray.get([symbols[s].on_batch.remote(b) for s, b in batches.items()
+                           if len(b.data)])
+        done = time.time_ns()
+        del updates
+        if time.monotonic() < t_measure:
+            msgs0 = sum(ray.get(feed.feed_stats.remote())["messages"].values())
+            wall_measure = done
+            continue
+        for b in batches.values():
+            # rows received before the window are warm-up (a start-up backlog), as inline
+            ts = b.data["ts_init"][b.data["ts_init"] >= wall_measure]
+            lat.append(done - ts)
+            rows += len(ts)
+    st = ray.get(feed.feed_stats.remote())
+    msgs = sum(st["messages"].values()) - msgs0
+    ms = np.concatenate(lat) / 1e6 if lat else np.zeros(0)
+    q = max(1, len(ms) // 4)
+    return {
+        "received": int(msgs),
+        "received_msgs_per_s": round(msgs / seconds),
+        "rows": rows,
+        "p50_ms": round(float(np.percentile(ms, 50)), 3) if len(ms) else None,
+        "p99_ms": round(float(np.percentile(ms, 99)), 3) if len(ms) else None,
+        "max_ms": round(float(ms.max()), 3) if len(ms) else None,
+        "first_quarter_p50_ms": round(float(np.median(ms[:q])), 3) if len(ms) else None,
+        "last_quarter_p50_ms": round(float(np.median(ms[-q:])), 3) if len(ms) else None,
+        "dropped": int(sum(st["dropped"].values())),
+        "reconnects": int(sum(st["reconnects"].values())),
+        "faults": st.get("faults", {}),
     }
 
 

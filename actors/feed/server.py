@@ -7,8 +7,10 @@ One port (``websockets`` server; plain HTTP GETs answered in ``process_request``
   Streams ``<sym>@depth@100ms`` and ``<sym>@depth@0ms`` carry the *same* diffs here (the
   source's own cadence: 0 ms on recorded futures, 100 ms on recorded spot), plus
   ``<sym>@trade`` and ``<sym>@bookTicker``. Binance's ``SUBSCRIBE`` / ``UNSUBSCRIBE`` /
-  ``LIST_SUBSCRIPTIONS`` JSON methods work on an open socket. An unknown symbol or a stream
-  name that is not one of these is refused with HTTP 400 (Binance would accept it silently).
+  ``LIST_SUBSCRIPTIONS`` JSON methods work on an open socket (Binance's error objects: code 3
+  invalid JSON, code 2 invalid request, such as an unknown stream or more than
+  :data:`MAX_STREAMS` streams). An unknown symbol or a stream name that is not one of these
+  is refused with HTTP 400 at connect (Binance would accept it silently).
 * REST ``GET /api/v3/depth?symbol=S&limit=N`` (spot symbols) and ``/fapi/v1/depth`` (futures
   symbols): the server's current book (:class:`actors.feed.wire.SymbolBook`); ``limit``
   1..1,000,000 (default 100; Binance caps it at 5000 spot / 1000 futures: a deeper limit lets a
@@ -21,16 +23,20 @@ Faults (each counted in ``stats()["faults"]``): ``drop`` closes sockets (those w
 of ``symbol``, or all) abruptly; ``gap`` skips the symbol's next diff (the book still has it);
 ``duplicate`` sends the next diff twice; ``reorder`` sends the next two diffs swapped;
 ``malformed`` sends a truncated copy of the next diff before it (the diff itself still goes
-out); ``stall`` pauses the whole feed for ``seconds`` (sockets open and silent; the pacing
-clock shifts, nothing is lost). Without ``symbol``, a diff fault hits the next diff of any
-symbol.
+out; a reorder on a replay's last diff sends it when the replay ends); ``stall`` pauses the
+whole feed for ``seconds`` (sockets open and silent; the pacing clock shifts, nothing is
+lost). Without ``symbol``, a diff fault hits the next diff of any symbol.
 
 Send times: with ``stamp=True`` the combined envelope gets a last field ``"_sent_ns"`` (the
 server's ``time.time_ns()`` as the frame is written to the socket); off by default, so the
 wire is exactly Binance's. ``E`` is never rewritten (it stays the exchange time).
 
+Pacing: each message goes out at its source time / ``speed`` (the simulator source simulates
+a few milliseconds ahead, so messages are not sent in bursts).
+
 Backpressure: each connection has a bounded queue (``max_queue`` messages). Paced (``speed >
-0``): a full queue drops that connection, counted in ``slow_client_drops``. As fast as
+0``), or a client sending requests it never reads the replies of: a full queue drops that
+connection, counted in ``slow_client_drops``. As fast as
 possible (``speed == 0``): the source waits for the slowest client, and drops it when it has
 been blocked for ``slow_client_timeout_s``.
 
@@ -45,12 +51,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import json
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -66,6 +73,8 @@ from actors.feed.wire import DEPTH, TICKER, TRADE_CH, SimWireEncoder, SymbolBook
 # Binance caps ``limit`` at 5000 (spot) / 1000 (futures); this server also serves deeper books
 # (up to MAX_LIMIT levels per side) so a client can rebuild every level of a replayed session.
 MAX_LIMIT = 1_000_000
+PACED_STEP_S = 0.002  # wall seconds simulated at once by a paced simulator source
+MAX_STREAMS = 1024  # streams per connection (Binance's limit)
 WRITE_BATCH = 512  # messages framed per socket write
 FAULT_KINDS = ("drop", "gap", "duplicate", "reorder", "malformed", "stall")
 FaultKind = Literal["drop", "gap", "duplicate", "reorder", "malformed", "stall"]
@@ -173,6 +182,8 @@ class FeedServer:
             "slow_client_drops": 0, "rest_requests": 0, "rest_errors": 0,
             "faults": dict.fromkeys(FAULT_KINDS, 0), "done": False,
         }
+        if hasattr(source, "want_tickers"):  # the simulator encodes tickers only when asked
+            source.want_tickers(lambda sym: bool(self._subs.get(f"{sym}@bookTicker")))
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -342,33 +353,71 @@ class FeedServer:
             writer.cancel()
             self._conns.discard(c)
             for n in c.streams:
-                self._subs.get(n, set()).discard(c)
+                self._unsubscribe(n, c)
             self._stats["connections_open"] -= 1
 
     def _on_client_message(self, c: _Conn, msg: str | bytes) -> None:
+        """A request on the socket (Binance's live subscribing: SUBSCRIBE, UNSUBSCRIBE,
+        LIST_SUBSCRIPTIONS), answered with Binance's reply or error object."""
         try:
             req = json.loads(msg)
             method, rid = req["method"], req.get("id")
             params = req.get("params", [])
-        except (ValueError, KeyError, TypeError):
-            c.q.append(json.dumps({"error": {"code": 2, "msg": "Invalid JSON"}}))
-            c.wake.set()
+        except (ValueError, KeyError, TypeError, RecursionError):
+            self._reply(c, {"error": {"code": 3, "msg": "Invalid JSON"}, "id": None})
             return
         result: Any = None
-        if method == "SUBSCRIBE":
-            for n in params:
-                if n not in c.streams:
+        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
+            bad = self._bad_params(params)
+            if bad:
+                self._reply(c, {"error": {"code": 2, "msg": f"Invalid request: {bad}"},
+                                "id": rid})
+                return
+            if method == "SUBSCRIBE":
+                new = [n for n in dict.fromkeys(params) if n not in c.streams]
+                if len(c.streams) + len(new) > MAX_STREAMS:
+                    self._reply(c, {"error": {"code": 2, "msg": "Invalid request: at most "
+                                              f"{MAX_STREAMS} streams per connection"},
+                                    "id": rid})
+                    return
+                for n in new:
                     c.streams.append(n)
                     self._subs.setdefault(n, set()).add(c)
-        elif method == "UNSUBSCRIBE":
-            for n in params:
-                if n in c.streams:
-                    c.streams.remove(n)
-                    self._subs.get(n, set()).discard(c)
+            else:
+                for n in params:
+                    if n in c.streams:
+                        c.streams.remove(n)
+                        self._unsubscribe(n, c)
         elif method == "LIST_SUBSCRIPTIONS":
             result = list(c.streams)
-        c.q.append(json.dumps({"result": result, "id": rid}))
+        else:
+            self._reply(c, {"error": {"code": 2, "msg": f"Invalid request: unknown method "
+                                      f"{str(method)[:40]!r}"}, "id": rid})
+            return
+        self._reply(c, {"result": result, "id": rid})
+
+    def _bad_params(self, params: Any) -> str | None:
+        if not isinstance(params, list) or not all(isinstance(n, str) for n in params):
+            return "params must be a list of stream names"
+        for n in params:
+            sym, _, chan = n.partition("@")
+            if chan not in _CHANNELS or sym not in self.source.books:
+                return f"unknown stream {n[:60]!r}"
+        return None
+
+    def _reply(self, c: _Conn, obj: dict[str, Any]) -> None:
+        c.q.append(json.dumps(obj))
         c.wake.set()
+        if len(c.q) > self.max_queue:  # a client that sends requests but never reads
+            self._stats["slow_client_drops"] += 1
+            c.abort()
+
+    def _unsubscribe(self, name: str, c: _Conn) -> None:
+        subs = self._subs.get(name)
+        if subs is not None:
+            subs.discard(c)
+            if not subs:
+                del self._subs[name]
 
     async def _write(self, c: _Conn) -> None:
         try:
@@ -477,6 +526,8 @@ class FeedServer:
                         wait = t_wall0 + stream_s / self.speed - time.monotonic()
                         if wait > 0.0005:
                             await asyncio.sleep(wait)
+                        elif n % 64 == 0:  # behind the source clock: still let the sockets
+                            await asyncio.sleep(0)  # and requests run
                     elif n % 64 == 0:
                         await self._flow_control()
                     if chan == DEPTH:
@@ -486,6 +537,8 @@ class FeedServer:
                         self._send(sym, chan, text)
                     n += 1
                     self._stats["events"] = n
+            for sym in list(self._held):  # a diff held back by a reorder fault on the last
+                self._send(sym, DEPTH, self._held.pop(sym)[0])  # diff goes out at the end
         finally:
             self._stats["done"] = True
             self.done.set()
@@ -524,7 +577,8 @@ class SimSource:
 
     Args:
         config: A ``RaydeskConfig`` (its ``simulator`` section and instruments).
-        step_s: Simulated seconds per step at speed 0 (and wall seconds between steps paced).
+        step_s: Simulated seconds per step at speed 0; paced, wall seconds per step (at most
+            :data:`PACED_STEP_S`).
     """
 
     def __init__(self, config: Any, step_s: float = 0.01) -> None:
@@ -539,6 +593,12 @@ class SimSource:
         self._first = self._step(self.start_ns + 1)  # the initial books: REST works at once
         self.books: dict[str, SymbolBook] = {s: e.book for s, e in self.enc.items()}  # type: ignore[misc]
 
+    def want_tickers(self, wanted: Callable[[str], bool]) -> None:
+        """Encode a symbol's ``bookTicker`` only while ``wanted(symbol)`` (lower case) is true
+        (a server without ticker subscribers skips half the encoding work)."""
+        for sym, enc in self.enc.items():
+            enc.want_ticker = functools.partial(wanted, sym)
+
     def _step(self, until_ns: int) -> list[WireEvent]:
         out: list[WireEvent] = []
         for sym, rows in self.sim.advance(until_ns).items():
@@ -550,13 +610,11 @@ class SimSource:
         """Yield lists of wire events forever, each step's events in time order."""
         yield self._first
         t_sim = self.sim.now_ns
-        t_wall = time.monotonic()
+        # paced, the server sends each message at its simulated time (the producer waits for
+        # it), so a step here only bounds how much is simulated at once: short, so the
+        # next step's first messages are never late while it is being simulated
+        wall_s = min(self.step_s, PACED_STEP_S) * speed if speed > 0 else self.step_s
+        step_ns = int(wall_s * 1e9)
         while True:
-            if speed > 0:
-                await asyncio.sleep(self.step_s)
-                now = time.monotonic()
-                t_sim += int((now - t_wall) * speed * 1e9)
-                t_wall = now
-            else:
-                t_sim += int(self.step_s * 1e9)
+            t_sim += max(1, step_ns)
             yield self._step(t_sim)

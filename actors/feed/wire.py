@@ -224,8 +224,10 @@ class SimWireEncoder:
 
     One update id per market-data message (``U == u == seq``; ``pu`` the previous message's
     ``u``), a ``trade`` per trade row (``m`` true when the aggressor sold), a ``depthUpdate``
-    per message with deltas and a ``bookTicker`` after it. Prices and sizes are written with
-    the instrument's decimals (``"61800.10"``, ``"0.250"``), like Binance.
+    per message with deltas and a ``bookTicker`` after it when :attr:`want_ticker` says a
+    client subscribed to it. Prices and sizes are written with the instrument's decimals
+    (``"61800.10"``, ``"0.250"``), like Binance; the JSON is what ``json.dumps`` writes with
+    compact separators (built directly: this runs for every message the server sends).
     """
 
     def __init__(self, instrument: Instrument) -> None:
@@ -233,16 +235,43 @@ class SimWireEncoder:
         self.sym = instrument.symbol.lower()
         self.pdp = max(0, -instrument.tick_size.as_tuple().exponent)  # type: ignore[operator]
         self.sdp = max(0, -instrument.lot_size.as_tuple().exponent)  # type: ignore[operator]
+        # a price in units of 10**-pdp is ticks * unit, exactly (tick_size has pdp decimals)
+        self._unit = int(instrument.tick_size.scaleb(self.pdp))
+        self._scale = 10 ** self.pdp
+        self._szf = f"{{:.{self.sdp}f}}".format
         self.book: SymbolBook | None = None
         self.best: tuple[dict[int, float], dict[int, float]] = ({}, {})
+        self.best_bid: int | None = None
+        self.best_ask: int | None = None
         self.trade_id = 0
         self.last_u = 0
+        self.want_ticker: Any = None  # () -> bool; None: always
 
     def px(self, ticks: int) -> str:
-        return _fmt(self.ins.ticks_to_price(ticks), self.pdp)
+        v = ticks * self._unit
+        if v < 0 or not self.pdp:
+            return _fmt(self.ins.ticks_to_price(ticks), self.pdp)
+        q, r = divmod(v, self._scale)
+        return f"{q}.{r:0{self.pdp}d}"
 
     def sz(self, size: float) -> str:
-        return f"{size:.{self.sdp}f}"
+        return self._szf(size)
+
+    def _level(self, side: int, price: int, size: float) -> None:
+        lv = self.best[0 if side == BID else 1]
+        if side == BID:
+            if size > 0:
+                lv[price] = size
+                if self.best_bid is None or price > self.best_bid:
+                    self.best_bid = price
+            elif lv.pop(price, None) is not None and price == self.best_bid:
+                self.best_bid = max(lv) if lv else None
+        elif size > 0:
+            lv[price] = size
+            if self.best_ask is None or price < self.best_ask:
+                self.best_ask = price
+        elif lv.pop(price, None) is not None and price == self.best_ask:
+            self.best_ask = min(lv) if lv else None
 
     def encode(self, rows: Any) -> list[WireEvent]:
         """Wire events of ``rows`` (``MD_DTYPE``); snapshot rows (re)build :attr:`book`."""
@@ -250,60 +279,68 @@ class SimWireEncoder:
         snap_b: list[list[str]] = []
         snap_a: list[list[str]] = []
         trades: list[tuple[int, int, int, float]] = []
-        bids: list[list[str]] = []
-        asks: list[list[str]] = []
-        levels = self.best
+        bids: list[str] = []
+        asks: list[str] = []
+        px, sz, level = self.px, self.sz, self._level
         for te, _ti, seq, kind, side, price, size, flags, _oid in rows.tolist():
             if kind == SNAPSHOT:
-                (snap_b if side == BID else snap_a).append([self.px(price), self.sz(size)])
-                levels[0 if side == BID else 1][price] = size
+                if not snap_b and not snap_a:
+                    self.best = ({}, {})
+                    self.best_bid = self.best_ask = None
+                (snap_b if side == BID else snap_a).append([px(price), sz(size)])
+                level(side, price, size)
                 if flags & F_LAST:
                     self.book = SymbolBook(self.ins.symbol, "usdm", {
                         "lastUpdateId": seq, "E": te // 1_000_000, "T": te // 1_000_000,
                         "bids": snap_b, "asks": snap_a})
                     self.book.contiguous_ids = True
                     self.last_u = seq
+                    snap_b, snap_a = [], []
                 continue
             if kind == TRADE:
                 trades.append((te, side, price, size))
             else:
-                (bids if side == BID else asks).append([self.px(price), self.sz(size)])
-                lv = levels[0 if side == BID else 1]
-                if size > 0:
-                    lv[price] = size
-                else:
-                    lv.pop(price, None)
+                (bids if side == BID else asks).append(px(price))
+                (bids if side == BID else asks).append(sz(size))
+                level(side, price, size)
             if flags & F_LAST:
-                out.extend(self._message(te, seq, trades, bids, asks))
+                self._message(te, seq, trades, bids, asks, out)
                 trades, bids, asks = [], [], []
         return out
 
     def _message(self, te: int, seq: int, trades: list[tuple[int, int, int, float]],
-                 bids: list[list[str]], asks: list[list[str]]) -> list[WireEvent]:
+                 bids: list[str], asks: list[str], out: list[WireEvent]) -> None:
         ms = te // 1_000_000
-        sym_u = self.ins.symbol
-        out: list[WireEvent] = []
+        s = self.ins.symbol
         for _te, side, price, size in trades:
             self.trade_id += 1
-            d = {"e": "trade", "E": ms, "T": ms, "s": sym_u, "t": self.trade_id,
-                 "p": self.px(price), "q": self.sz(size), "X": "MARKET", "m": side == ASK}
-            out.append((te, self.sym, TRADE_CH, json.dumps(d, separators=(",", ":")), None))
-        if bids or asks:
-            diff = {"e": "depthUpdate", "E": ms, "T": ms, "s": sym_u, "U": seq, "u": seq,
-                    "pu": self.last_u, "b": bids, "a": asks}
-            self.last_u = seq
-            out.append((te, self.sym, DEPTH, json.dumps(diff, separators=(",", ":")), diff))
-            if self.book is not None:
-                self.book.diffs.append(diff)
-                if len(self.book.diffs) > COMPACT_EVERY:
-                    # the simulator never ends: keep memory bounded, in small steps so the
-                    # server's loop never stalls on a long catch-up
-                    self.book.compact(keep_unapplied=0)
+            m = "true" if side == ASK else "false"
+            out.append((te, self.sym, TRADE_CH,
+                        f'{{"e":"trade","E":{ms},"T":{ms},"s":"{s}","t":{self.trade_id},'
+                        f'"p":"{self.px(price)}","q":"{self.sz(size)}","X":"MARKET","m":{m}}}',
+                        None))
+        if not (bids or asks):
+            return
+        b = [[bids[i], bids[i + 1]] for i in range(0, len(bids), 2)]
+        a = [[asks[i], asks[i + 1]] for i in range(0, len(asks), 2)]
+        diff = {"e": "depthUpdate", "E": ms, "T": ms, "s": s, "U": seq, "u": seq,
+                "pu": self.last_u, "b": b, "a": a}
+        bt = ",".join([f'["{bids[i]}","{bids[i + 1]}"]' for i in range(0, len(bids), 2)])
+        at = ",".join([f'["{asks[i]}","{asks[i + 1]}"]' for i in range(0, len(asks), 2)])
+        out.append((te, self.sym, DEPTH,
+                    f'{{"e":"depthUpdate","E":{ms},"T":{ms},"s":"{s}","U":{seq},"u":{seq},'
+                    f'"pu":{self.last_u},"b":[{bt}],"a":[{at}]}}', diff))
+        self.last_u = seq
+        if self.book is not None:
+            self.book.diffs.append(diff)
+            if len(self.book.diffs) > COMPACT_EVERY:
+                # the simulator never ends: keep memory bounded, in small steps so the
+                # server's loop never stalls on a long catch-up
+                self.book.compact(keep_unapplied=0)
+        bb, ba = self.best_bid, self.best_ask
+        if bb is not None and ba is not None and (self.want_ticker is None or self.want_ticker()):
             bl, al = self.best
-            if bl and al:
-                bb, ba = max(bl), min(al)
-                tk = {"e": "bookTicker", "u": seq, "s": sym_u, "b": self.px(bb),
-                      "B": self.sz(bl[bb]), "a": self.px(ba), "A": self.sz(al[ba]),
-                      "T": ms, "E": ms}
-                out.append((te, self.sym, TICKER, json.dumps(tk, separators=(",", ":")), None))
-        return out
+            out.append((te, self.sym, TICKER,
+                        f'{{"e":"bookTicker","u":{seq},"s":"{s}","b":"{self.px(bb)}",'
+                        f'"B":"{self.sz(bl[bb])}","a":"{self.px(ba)}","A":"{self.sz(al[ba])}",'
+                        f'"T":{ms},"E":{ms}}}', None))

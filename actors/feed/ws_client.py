@@ -24,6 +24,9 @@ Definitions:
   quarantined (messages were lost) and resynced after the new connection opens; the delay before
   attempt ``k`` is uniform in ``[0, min(max, initial * multiplier**k)]`` (full jitter).
 * **stall**: connected but no message for ``stall_timeout_s``: treated as a dead connection.
+* **oversized message**: a frame over :data:`MAX_MESSAGE_BYTES` closes the connection (code
+  1009, the reason in ``errors``) and counts as a reconnect; Binance's messages are far
+  smaller.
 * **backpressure**: rows wait in the client until :meth:`BinanceWsClient.drain`. When a symbol
   holds more than ``queue_rows`` undrained rows, all its undrained rows are dropped (newer
   rows would apply to a book that lost updates; counted in ``dropped[symbol]``), the symbol is
@@ -66,6 +69,7 @@ from actors.feed.binance import (
 
 CHUNK_ROWS = 8192  # rows per queued chunk (a chunk is the unit the backpressure drops)
 MAX_PENDING = 100_000  # buffered diffs per unsynced symbol before the oldest are dropped
+MAX_MESSAGE_BYTES = 16 * 2**20  # largest WebSocket message accepted (a bigger one closes it)
 _DEPTH, _TRADE, _TICKER = 0, 1, 2
 SnapshotFetcher = Callable[[str], Awaitable[dict[str, Any]]]
 _HEAD = '{"stream":"'  # how Binance (and the feed server) open a combined-stream envelope
@@ -767,8 +771,8 @@ class BinanceWsClient:
             while not stop.is_set():
                 reason = "error"
                 try:
-                    async with connect(self.stream_url(), max_size=None, close_timeout=0.5,
-                                       compression=None) as ws:
+                    async with connect(self.stream_url(), max_size=MAX_MESSAGE_BYTES,
+                                       close_timeout=0.5, compression=None) as ws:
                         self.connected = True
                         self.connections += 1
                         snaps = self._snapshots_applied()
@@ -817,6 +821,8 @@ class BinanceWsClient:
                 waiter.cancel()
                 if reader in done:
                     exc = reader.exception()
+                    if exc is not None:
+                        self.errors.append(f"connection: {type(exc).__name__}: {exc}")
                     return "closed" if exc is None or _is_closed(exc) else "error"
                 if stop.is_set():
                     return "closed"

@@ -13,7 +13,8 @@ def test_bench_feed_at_a_tiny_rate_returns_the_json_shape(tmp_path):
     # Arrange
     cfg = small_config(tmp_path)
     # Act: a server process paced at 300 messages/s, 1.5 s measured
-    out = bench_feed(cfg, rates=(300,), duration_s=1.5, step_rates=(), warmup_s=2.0)
+    out = bench_feed(cfg, rates=(300,), duration_s=1.5, step_rates=(), warmup_s=2.0,
+                     ray_actors=False)
     # Assert
     assert BENCHMARKS["feed"] is bench_feed
     json.dumps(out)  # JSON-safe
