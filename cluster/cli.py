@@ -13,8 +13,9 @@ import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,6 +23,9 @@ from rich.live import Live
 from rich.table import Table
 
 from cluster.config import DEFAULT_CONFIG, ConfigError, RaydeskConfig, load_config
+
+if TYPE_CHECKING:
+    from serve.registry import ModelRecord, ModelRegistry
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="raydesk trading cluster.")
 config_app = typer.Typer(no_args_is_help=True, help="Validate and describe configuration.")
@@ -282,17 +286,144 @@ def config_docs() -> None:
     print(config_markdown(), end="")
 
 
+@contextlib.contextmanager
+def _registry_errors() -> Iterator[None]:
+    """Turn registry errors (unknown family / version, nothing to roll back) into exit 2."""
+    from serve.registry import RegistryError
+
+    try:
+        yield
+    except (RegistryError, ValueError) as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _family_registry(config: Path, family: str) -> ModelRegistry:
+    """Return the configured registry after checking that ``family`` has saved versions."""
+    from serve.registry import ModelRegistry, RegistryError
+
+    reg = ModelRegistry(_load(config).models.registry_path)
+    known = reg.families()
+    if family not in known:
+        raise RegistryError(f"family must be one of {known} in {reg.root}, was {family!r}")
+    return reg
+
+
+def _version_of(rec: ModelRecord | None) -> str | None:
+    return rec.version if rec is not None else None
+
+
+FamilyArg = Annotated[str, typer.Argument(help="Model family (lgbm, gru, ...).")]
+
+
 @models_app.command("list")
 def models_list(config: ConfigOpt = DEFAULT_CONFIG) -> None:
-    """List model versions in the registry (``*`` marks production)."""
+    """List model versions in the registry (``*`` marks production, ``~`` the shadow)."""
     from serve.registry import ModelRegistry
 
     cfg = _load(config)
     reg = ModelRegistry(cfg.models.registry_path)
     for rec in reg.list():
-        prod = reg.production(rec.family)
-        mark = "*" if prod is not None and prod.version == rec.version else " "
+        with _registry_errors():
+            prod = _version_of(reg.production(rec.family))
+            shadow = _version_of(reg.shadow(rec.family))
+        mark = "*" if prod == rec.version else "~" if shadow == rec.version else " "
         print(f"{mark} {rec.family:6s} {rec.version}  {json.dumps(rec.metrics, sort_keys=True)}")
+
+
+@models_app.command("show")
+def models_show(
+    family: FamilyArg,
+    version: Annotated[
+        str | None, typer.Argument(help="Version (default: the production version).")
+    ] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show one version's metadata: metrics, feature spec, data span, code, params, files."""
+    with _registry_errors():
+        reg = _family_registry(config, family)
+        prod, shadow = reg.production(family), reg.shadow(family)
+        if version is None and prod is None:
+            known = [r.version for r in reg.list(family)]
+            err.print(f"error: {family} must have a production version to show, was none; "
+                      f"name a version (known: {known})", markup=False, highlight=False)
+            raise typer.Exit(2)
+        rec = reg.get(family, version) if version is not None else prod
+        assert rec is not None
+        info = {
+            **rec.to_dict(),
+            "production": rec.version == _version_of(prod),
+            "shadow": rec.version == _version_of(shadow),
+            "production_history": reg.production_history(family),
+        }
+    if as_json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return
+    roles = [r for r in ("production", "shadow") if info[r]]
+    code = rec.code_version
+    print(f"{rec.family} {rec.version}" + (f"  ({', '.join(roles)})" if roles else ""))
+    rows = [
+        ("created", rec.created_at),
+        ("metrics", json.dumps(rec.metrics, sort_keys=True)),
+        ("feature spec", rec.feature_spec_hash or "-"),
+        ("features", ", ".join(rec.feature_names) or "-"),
+        ("data span", " .. ".join(info["data_span"])),
+        ("code", f"{code.get('package')} (git {code.get('git_sha') or 'unknown'})"),
+        ("params", json.dumps(rec.params, sort_keys=True)),
+        ("files", ", ".join(rec.files)),
+        ("path", str(rec.path)),
+    ]
+    for k, v in rows:
+        print(f"  {k:13s} {v}")
+
+
+@models_app.command("promote")
+def models_promote(
+    family: FamilyArg,
+    version: Annotated[str, typer.Argument(help="Version to make production.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+) -> None:
+    """Make VERSION production; replicas that follow production hot-swap to it."""
+    with _registry_errors():
+        reg = _family_registry(config, family)
+        before = _version_of(reg.production(family))
+        rec = reg.promote(family, version)
+    print(f"{family}: production {rec.version} (was {before})")
+
+
+@models_app.command("rollback")
+def models_rollback(family: FamilyArg, config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """Restore the previous production version of FAMILY."""
+    with _registry_errors():
+        reg = _family_registry(config, family)
+        before = _version_of(reg.production(family))
+        rec = reg.rollback(family)
+    print(f"{family}: production {rec.version} (rolled back from {before})")
+
+
+@models_app.command("shadow")
+def models_shadow(
+    family: FamilyArg,
+    version: Annotated[
+        str | None, typer.Argument(help="Version to run in shadow beside production.")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Stop the shadow.")] = False,
+    config: ConfigOpt = DEFAULT_CONFIG,
+) -> None:
+    """Run VERSION in shadow (predicted and logged, never acted on), or --clear it."""
+    if (version is None) == (not clear):
+        err.print("error: shadow must be given a VERSION or --clear (one of them), was "
+                  f"version={version!r} clear={clear}", markup=False, highlight=False)
+        raise typer.Exit(2)
+    with _registry_errors():
+        reg = _family_registry(config, family)
+        if clear:
+            print(f"{family}: shadow cleared (was {reg.clear_shadow(family)})")
+            return
+        assert version is not None
+        rec = reg.set_shadow(family, version)
+    print(f"{family}: shadow {rec.version} (production {_version_of(reg.production(family))})")
 
 
 @models_app.command("train")

@@ -321,6 +321,18 @@ class ModelsConfig(Strict):
     num_gpus: float = Field(0.0, ge=0, description="GPUs per model replica (0 on CPU nodes).")
     num_cpus: float = Field(0.0, ge=0, description="CPUs reserved per replica.")
     http_port: int = Field(8000, ge=0, le=65535, description="Serve HTTP port.")
+    registry_poll_s: float = Field(
+        2.0,
+        ge=0,
+        description="Model replicas that serve production (no pinned version) check the "
+        "registry's production and shadow pointers this often and hot-swap on a change, s "
+        "(0 = never; then only reconfigure changes the served version).",
+    )
+    shadow_log_dir: str | None = Field(
+        "artifacts/shadow",
+        description="Where the ingress appends shadow-vs-champion predictions as JSON lines "
+        "(shadow-<pid>.jsonl); None = do not log (shadow outputs are still returned).",
+    )
 
     @field_validator("weights")
     @classmethod

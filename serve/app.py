@@ -9,7 +9,12 @@
 The import path is ``serve.app:build_app``; nothing runs at import time. Hot changes go through
 ``user_config`` (``reconfigure``): the ensemble weights and deadline on the ingress, the model
 version and batching on each model deployment. A model version is loaded from the registry and
-swapped in without restarting the replica.
+swapped in without restarting the replica. Replicas with no pinned version follow the registry:
+``raydesk models promote`` / ``rollback`` hot-swap them within ``registry_poll_s``.
+
+A shadow (challenger) version set with ``raydesk models shadow`` predicts in the same replica
+call as the champion; its probabilities come back under ``shadow`` and are logged as JSON lines
+beside the champion's, never combined into ``probs``.
 
 Every request has a deadline (``deadline_ms``). When any called model has not answered by then,
 the response is :data:`~serve.ensemble.FALLBACK_PROBS` with ``fallback=True`` (never a late
@@ -22,6 +27,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,6 +43,7 @@ from starlette.responses import JSONResponse
 
 from serve.ensemble import FALLBACK_PROBS, FAMILIES, combine, fallback_probs, normalise_weights
 from serve.registry import ModelRecord, ModelRegistry
+from serve.shadow import ShadowLog
 
 logger = logging.getLogger("ray.serve")
 
@@ -46,6 +53,11 @@ LATENCY_METRIC = "raydesk_inference_latency_ms"
 DEADLINE_MISS_METRIC = "raydesk_inference_deadline_miss"
 ERROR_METRIC = "raydesk_inference_errors"
 COMPUTE_METRIC = "raydesk_model_compute_ms"
+LOAD_ERROR_METRIC = "raydesk_model_load_errors"
+SHADOW_ERROR_METRIC = "raydesk_shadow_errors"
+SHADOW_PREDICTIONS_METRIC = "raydesk_shadow_predictions"
+SHADOW_DISAGREEMENTS_METRIC = "raydesk_shadow_disagreements"
+SHADOW_FLUSH_S = 0.5  # the ingress appends queued shadow rows to its log this often
 LATENCY_BOUNDARIES_MS = [0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 2500]
 
 
@@ -92,6 +104,12 @@ class AppArgs(BaseModel):
     versions: dict[str, str] = Field(
         default_factory=dict,
         description="Family -> model version to serve; a missing family serves production.",
+    )
+    registry_poll_s: float = Field(
+        2.0, ge=0, description="How often replicas check the registry pointers, s (0 = never)."
+    )
+    shadow_log_dir: str | None = Field(
+        None, description="Directory of the shadow prediction log (None = no log)."
     )
 
     @field_validator("weights", "versions", mode="before")
@@ -145,14 +163,33 @@ class IngressUserConfig(BaseModel):
 # model deployments
 # ---------------------------------------------------------------------------------------------
 class _ModelReplica:
-    """One model family in one replica: load / hot-swap from the registry, batched predict."""
+    """One model family in one replica: load / hot-swap from the registry, batched predict.
+
+    The served (champion) version is the pinned ``user_config`` version, or the registry's
+    production version when none is pinned. With ``registry_poll_s > 0`` a background task on
+    the replica's event loop checks the registry pointers (two ``stat`` calls) that often and,
+    on a change, loads the new production / shadow version in a worker thread and swaps it in
+    with one assignment; requests keep being served by the old model meanwhile. A failed load
+    keeps the old model, is logged and counted in ``raydesk_model_load_errors``, and is retried
+    at the next pointer change. A shadow (challenger) version set in the registry is loaded the
+    same way and predicts every batch next to the champion; its failures never fail the batch.
+    """
 
     family: ClassVar[str] = ""
 
-    def __init__(self, registry_path: str, num_gpus: float = 0.0) -> None:
+    def __init__(
+        self, registry_path: str, num_gpus: float = 0.0, registry_poll_s: float = 0.0
+    ) -> None:
         self._registry = ModelRegistry(registry_path)
         self._num_gpus = float(num_gpus)
+        self._poll_s = float(registry_poll_s)
+        self._pinned: str | None = None
         self._current: tuple[Any, ModelRecord] | None = None
+        self._shadow: tuple[Any, ModelRecord] | None = None
+        self._stamp: tuple[Any, ...] | None = None
+        self._load_lock = threading.Lock()  # reconfigure runs in Serve's threadpool
+        self._poller: asyncio.Task[None] | None = None
+        self._load_error_count = 0
         self._compute = Histogram(
             COMPUTE_METRIC,
             description="Model compute time per @serve.batch batch, ms.",
@@ -160,21 +197,44 @@ class _ModelReplica:
             tag_keys=("model",),
         )
         self._compute.set_default_tags({"model": self.family})
+        self._load_errors = Counter(
+            LOAD_ERROR_METRIC,
+            description="Model versions that failed to load (the old model kept serving).",
+            tag_keys=("family",),
+        )
+        self._load_errors.set_default_tags({"family": self.family})
+        self._shadow_errors = Counter(
+            SHADOW_ERROR_METRIC,
+            description="Batches whose shadow (challenger) prediction failed.",
+            tag_keys=("family",),
+        )
+        self._shadow_errors.set_default_tags({"family": self.family})
+        self._start_poller()  # Serve runs __init__ on the replica's event loop
 
-    def _load(self, version: str | None) -> None:
+    # loading --------------------------------------------------------------------------------
+    def _start_poller(self) -> None:
+        """Start the registry poll on the running event loop (once; no-op without a loop)."""
+        if self._poll_s <= 0 or self._poller is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop (threadpool method, plain unit test)
+            return
+        self._poller = loop.create_task(self._poll_registry())
+
+    async def _poll_registry(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_s)
+            try:
+                if self._registry.pointer_stamp(self.family) != self._stamp:
+                    await asyncio.to_thread(self._sync, False)
+            except Exception:  # keep polling whatever happens; _sync logs and counts
+                logger.exception("%s registry poll failed", self.family)
+
+    def _load_version(self, version: str | None) -> tuple[Any, ModelRecord]:
         # imported here so that the ingress process never loads torch / lightgbm
         from serve.models import load_from_registry, torch_threads
 
-        if version is None:
-            prod = self._registry.production(self.family)
-            if (
-                prod is not None
-                and self._current is not None
-                and self._current[1].version == prod.version
-            ):
-                return
-        elif self._current is not None and self._current[1].version == version:
-            return
         with torch_threads(1):
             model, record = load_from_registry(self._registry, self.family, version)
         if self.family == "gru" and self._num_gpus > 0:
@@ -182,10 +242,46 @@ class _ModelReplica:
 
             if torch.cuda.is_available():
                 model.to("cuda")
-        old = self._current[1].version if self._current else None
-        self._current = (model, record)  # one assignment: a batch sees old or new, never mixed
-        logger.info("%s model %s -> %s", self.family, old, record.version)
+        return model, record
 
+    def _sync(self, strict: bool) -> None:
+        """Load the champion (pin or production) and shadow versions the registry asks for.
+
+        Args:
+            strict: Raise a champion load error (``reconfigure``) instead of only counting it.
+        """
+        with self._load_lock:
+            self._stamp = self._registry.pointer_stamp(self.family)  # before reading pointers
+            try:
+                target = self._pinned
+                if target is None:
+                    prod = self._registry.production(self.family)
+                    target = prod.version if prod is not None else None
+                if self._current is None or target is None or self._current[1].version != target:
+                    old = self._current[1].version if self._current else None
+                    self._current = self._load_version(target)  # one assignment: atomic swap
+                    logger.info("%s model %s -> %s", self.family, old, self._current[1].version)
+            except Exception as exc:
+                self._load_errors.inc()
+                self._load_error_count += 1
+                logger.warning("%s model load failed, old model kept: %s", self.family, exc)
+                if strict:
+                    raise
+            try:
+                rec = self._registry.shadow(self.family)
+                champion = self._current[1].version if self._current else None
+                want = None if rec is None or rec.version == champion else rec.version
+                if want is None:
+                    self._shadow = None
+                elif self._shadow is None or self._shadow[1].version != want:
+                    self._shadow = self._load_version(want)
+                    logger.info("%s shadow model -> %s", self.family, want)
+            except Exception as exc:
+                self._load_errors.inc()
+                self._load_error_count += 1
+                logger.warning("%s shadow load failed, old shadow kept: %s", self.family, exc)
+
+    # Serve hooks ----------------------------------------------------------------------------
     def _configure_batching(self, cfg: ModelUserConfig) -> None:
         predict = self.predict  # type: ignore[attr-defined]
         if cfg.max_batch_size is not None:
@@ -196,12 +292,14 @@ class _ModelReplica:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply ``{"version": str | None, "max_batch_size": int, "batch_wait_timeout_s": s}``.
 
+        ``version`` pins the served version; None follows the registry's production pointer.
         The model is swapped only after the new version loaded and passed its feature spec
         check; on error the old model keeps serving and the error is raised.
         """
         cfg = ModelUserConfig.model_validate(user_config or {})
         self._configure_batching(cfg)
-        self._load(cfg.version)
+        self._pinned = cfg.version
+        self._sync(strict=True)
 
     def check_health(self) -> None:
         """Raise when no model is loaded."""
@@ -209,39 +307,59 @@ class _ModelReplica:
             raise RuntimeError(f"{self.family} replica must have a model loaded, was none")
 
     def describe(self) -> dict[str, Any]:
-        """Return the family, served version, process id and batching settings."""
+        """Return the family, served and shadow versions, load errors, pid and settings."""
         predict = self.predict  # type: ignore[attr-defined]
         return {
             "family": self.family,
             "version": self._current[1].version if self._current else None,
+            "pinned": self._pinned is not None,
+            "shadow": self._shadow[1].version if self._shadow else None,
+            "registry_poll_s": self._poll_s,
+            "polling": self._poller is not None and not self._poller.done(),
+            "load_errors": self._load_error_count,
             "pid": os.getpid(),
             "max_batch_size": predict._get_max_batch_size(),
             "batch_wait_timeout_s": predict._get_batch_wait_timeout_s(),
         }
 
+    # predicting -----------------------------------------------------------------------------
+    def _run(self, model: Any, stacked: np.ndarray) -> np.ndarray:
+        if self.family == "gru":
+            return model.predict_proba(None, stacked)
+        return model.predict_proba(stacked, None)
+
     def _predict_batch(
         self, features: list[np.ndarray | None], windows: list[np.ndarray | None]
     ) -> list[dict[str, Any]]:
+        self._start_poller()
         if self._current is None:
-            self._load(None)
+            self._sync(strict=True)
         assert self._current is not None
         model, record = self._current
+        shadow = self._shadow
         inputs = windows if self.family == "gru" else features
         sizes = [0 if a is None else int(np.shape(a)[0]) for a in inputs]
         t0 = time.perf_counter_ns()
         parts = [a for a in inputs if a is not None and np.shape(a)[0] > 0]
-        if parts:
-            stacked = np.concatenate(parts, axis=0)
-            if self.family == "gru":
-                probs = model.predict_proba(None, stacked)
-            else:
-                probs = model.predict_proba(stacked, None)
-        else:
-            probs = np.empty((0, 3), dtype=np.float64)
+        stacked = np.concatenate(parts, axis=0) if parts else None
+        probs = self._run(model, stacked) if parts else np.empty((0, 3), dtype=np.float64)
         self._compute.observe((time.perf_counter_ns() - t0) / 1e6)
+        shadow_probs: np.ndarray | None = None
+        if shadow is not None and stacked is not None:
+            try:
+                shadow_probs = self._run(shadow[0], stacked)
+            except Exception as exc:  # the champion's answer never depends on the shadow
+                self._shadow_errors.inc()
+                logger.warning("%s shadow %s failed: %r", self.family, shadow[1].version, exc)
         out, start = [], 0
         for n in sizes:
-            out.append({"probs": probs[start : start + n], "version": record.version})
+            item: dict[str, Any] = {"probs": probs[start : start + n], "version": record.version}
+            if shadow_probs is not None and shadow is not None:
+                item["shadow"] = {
+                    "version": shadow[1].version,
+                    "probs": shadow_probs[start : start + n],
+                }
+            out.append(item)
             start += n
         return out
 
@@ -256,7 +374,10 @@ class LGBMModelDeployment(_ModelReplica):
     async def predict(
         self, features: list[np.ndarray | None], windows: list[np.ndarray | None]
     ) -> list[dict[str, Any]]:
-        """Return ``{"probs": (N, 3), "version": str}`` per request (batched by Serve)."""
+        """Return ``{"probs": (N, 3), "version": str}`` per request (batched by Serve).
+
+        With a shadow version loaded, each item also has ``"shadow": {"version", "probs"}``.
+        """
         return self._predict_batch(features, windows)
 
 
@@ -266,17 +387,22 @@ class GRUModelDeployment(_ModelReplica):
 
     family: ClassVar[str] = "gru"
 
-    def __init__(self, registry_path: str, num_gpus: float = 0.0) -> None:
-        super().__init__(registry_path, num_gpus)
+    def __init__(
+        self, registry_path: str, num_gpus: float = 0.0, registry_poll_s: float = 0.0
+    ) -> None:
         import torch
 
         torch.set_num_threads(1)  # deterministic inference; the replica owns its process
+        super().__init__(registry_path, num_gpus, registry_poll_s)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def predict(
         self, features: list[np.ndarray | None], windows: list[np.ndarray | None]
     ) -> list[dict[str, Any]]:
-        """Return ``{"probs": (N, 3), "version": str}`` per request (batched by Serve)."""
+        """Return ``{"probs": (N, 3), "version": str}`` per request (batched by Serve).
+
+        With a shadow version loaded, each item also has ``"shadow": {"version", "probs"}``.
+        """
         return self._predict_batch(features, windows)
 
 
@@ -329,13 +455,27 @@ async def _await(resp: DeploymentResponse) -> tuple[Any, int]:
 class EnsembleIngress:
     """Fan a request out to the model deployments, combine with weights, enforce the deadline.
 
+    Shadow (challenger) outputs that the model deployments return are passed through under
+    ``shadow``, counted (``raydesk_shadow_predictions`` / ``raydesk_shadow_disagreements``, by
+    family) and logged to ``<shadow_log_dir>/shadow-<pid>.jsonl`` by a background flush every
+    :data:`SHADOW_FLUSH_S`; they never enter ``probs``.
+
     Args:
         lgbm: Handle of :data:`LGBMModelDeployment`.
         gru: Handle of :data:`GRUModelDeployment`.
+        shadow_log_dir: Directory of the shadow log (None = no log).
     """
 
-    def __init__(self, lgbm: DeploymentHandle, gru: DeploymentHandle) -> None:
+    def __init__(
+        self, lgbm: DeploymentHandle, gru: DeploymentHandle, shadow_log_dir: str | None = None
+    ) -> None:
         self._handles: dict[str, DeploymentHandle] = {"lgbm": lgbm, "gru": gru}
+        self._shadow_log = (
+            ShadowLog(Path(shadow_log_dir) / f"shadow-{os.getpid()}.jsonl")
+            if shadow_log_dir
+            else None
+        )
+        self._flusher: asyncio.Task[None] | None = None
         self._weights = normalise_weights({"lgbm": 0.5, "gru": 0.5})
         self._deadline_ms = 250.0
         self._latency = Histogram(
@@ -354,6 +494,16 @@ class EnsembleIngress:
             description="Requests answered with the fallback because a model call failed.",
             tag_keys=("model",),
         )
+        self._shadow_predictions = Counter(
+            SHADOW_PREDICTIONS_METRIC,
+            description="Decisions predicted by a shadow (challenger) model.",
+            tag_keys=("family",),
+        )
+        self._shadow_disagreements = Counter(
+            SHADOW_DISAGREEMENTS_METRIC,
+            description="Shadow predictions whose most likely class differs from the champion's.",
+            tag_keys=("family",),
+        )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply ``{"weights": {family: w}, "deadline_ms": float}``."""
@@ -368,12 +518,58 @@ class EnsembleIngress:
             raise RuntimeError(f"weights must have a positive sum, was {self._weights!r}")
 
     def config(self) -> dict[str, Any]:
-        """Return the current weights, default deadline and process id."""
+        """Return the current weights, default deadline, process id and shadow log path."""
         return {
             "weights": dict(self._weights),
             "deadline_ms": self._deadline_ms,
             "pid": os.getpid(),
+            "shadow_log": str(self._shadow_log.path) if self._shadow_log else None,
         }
+
+    async def flush_shadow_log(self) -> int:
+        """Write the queued shadow rows now; return how many were written."""
+        if self._shadow_log is None:
+            return 0
+        return await asyncio.to_thread(self._shadow_log.flush)
+
+    async def _flush_loop(self) -> None:
+        assert self._shadow_log is not None
+        while True:
+            await asyncio.sleep(SHADOW_FLUSH_S)
+            if self._shadow_log.pending_rows:
+                try:
+                    await asyncio.to_thread(self._shadow_log.flush)
+                except Exception:  # keep flushing whatever happens
+                    logger.exception("shadow log flush failed")
+
+    def _record_shadow(
+        self,
+        ids: list[str],
+        per_model: dict[str, np.ndarray],
+        versions: dict[str, str],
+        shadows: dict[str, dict[str, Any]],
+    ) -> None:
+        """Count shadow predictions and disagreements and queue them for the log."""
+        for family, sh in shadows.items():
+            champion = per_model.get(family)
+            if champion is None or sh["probs"].shape != champion.shape:
+                continue
+            n = champion.shape[0]
+            differ = int(np.count_nonzero(champion.argmax(axis=1) != sh["probs"].argmax(axis=1)))
+            self._shadow_predictions.inc(n, tags={"family": family})
+            if differ:
+                self._shadow_disagreements.inc(differ, tags={"family": family})
+            if self._shadow_log is not None:
+                if self._flusher is None:
+                    self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+                self._shadow_log.add(
+                    time.time_ns(), ids, family, (versions[family], champion),
+                    (sh["version"], sh["probs"]),
+                )
+
+    def __del__(self) -> None:
+        if getattr(self, "_shadow_log", None) is not None:
+            self._shadow_log.flush()
 
     async def predict(self, request: dict[str, Any]) -> dict[str, Any]:
         """Predict ``(N, 3)`` probabilities for a batch of decision points.
@@ -384,8 +580,9 @@ class EnsembleIngress:
 
         Returns:
             ``{"decision_ids", "probs": (N, 3), "per_model": {family: (N, 3)},
-            "models": {family: version}, "fallback": bool, "reason": str | None,
-            "latency_ns": int}``.
+            "models": {family: version}, "shadow": {family: {"version", "probs": (N, 3)}},
+            "fallback": bool, "reason": str | None, "latency_ns": int}``. ``shadow`` holds
+            the challengers' outputs (empty when none is set); they never enter ``probs``.
 
         Raises:
             ValueError: a malformed request (naming the field, rule and value).
@@ -396,7 +593,7 @@ class EnsembleIngress:
         weights = {f: v for f, v in self._weights.items() if v > 0}
         n = x.shape[0]
         if n == 0:
-            return self._response(ids, np.empty((0, 3)), {}, {}, None, t0)
+            return self._response(ids, np.empty((0, 3)), {}, {}, {}, None, t0)
         calls: dict[str, DeploymentResponse] = {}
         for family in weights:
             args = (None, w) if family == "gru" else (x, None)
@@ -406,6 +603,7 @@ class EnsembleIngress:
         done, pending = await asyncio.wait(tasks.values(), timeout=max(0.0, remaining))
         per_model: dict[str, np.ndarray] = {}
         versions: dict[str, str] = {}
+        shadows: dict[str, dict[str, Any]] = {}
         reason: str | None = None
         for family, task in tasks.items():
             if task in pending:
@@ -423,9 +621,17 @@ class EnsembleIngress:
             result, arrived_ns = task.result()
             per_model[family] = np.asarray(result["probs"], dtype=np.float64)
             versions[family] = str(result["version"])
+            if result.get("shadow") is not None:
+                shadows[family] = {
+                    "version": str(result["shadow"]["version"]),
+                    "probs": np.asarray(result["shadow"]["probs"], dtype=np.float64),
+                }
             self._latency.observe((arrived_ns - t0) / 1e6, tags={"model": family})
         probs = combine(per_model, weights) if reason is None else fallback_probs(n)
-        return self._response(ids, probs, per_model, versions, reason, t0)
+        response = self._response(ids, probs, per_model, versions, shadows, reason, t0)
+        if shadows:  # after the latency is taken: the log never delays the decision
+            self._record_shadow(ids, per_model, versions, shadows)
+        return response
 
     def _response(
         self,
@@ -433,6 +639,7 @@ class EnsembleIngress:
         probs: np.ndarray,
         per_model: dict[str, np.ndarray],
         versions: dict[str, str],
+        shadows: dict[str, dict[str, Any]],
         reason: str | None,
         t0: int,
     ) -> dict[str, Any]:
@@ -443,6 +650,7 @@ class EnsembleIngress:
             "probs": probs,
             "per_model": per_model,
             "models": versions,
+            "shadow": shadows,
             "fallback": reason is not None,
             "reason": reason,
             "latency_ns": int(latency_ns),
@@ -464,6 +672,10 @@ class EnsembleIngress:
                 "probs": result["probs"].tolist(),
                 "per_model": {k: v.tolist() for k, v in result["per_model"].items()},
                 "models": result["models"],
+                "shadow": {
+                    k: {"version": v["version"], "probs": v["probs"].tolist()}
+                    for k, v in result["shadow"].items()
+                },
                 "fallback": result["fallback"],
                 "reason": result["reason"],
                 "latency_ns": result["latency_ns"],
@@ -487,6 +699,7 @@ def build_app(args: dict[str, Any]) -> Application:
     """
     a = AppArgs.model_validate(args)
     registry = str(Path(a.registry_path).expanduser().resolve())
+    shadow_dir = str(Path(a.shadow_log_dir).expanduser().resolve()) if a.shadow_log_dir else None
     cpu = {"num_cpus": a.num_cpus, "num_gpus": 0.0}
     gpu = {"num_cpus": a.num_cpus, "num_gpus": a.num_gpus}
     ongoing = max(2 * a.max_batch_size, 2)
@@ -496,16 +709,16 @@ def build_app(args: dict[str, Any]) -> Application:
         max_ongoing_requests=ongoing,
         max_queued_requests=queued,
         user_config=a.model_user_config("lgbm"),
-    ).bind(registry, 0.0)
+    ).bind(registry, 0.0, a.registry_poll_s)
     gru = GRUModelDeployment.options(
         ray_actor_options=gpu,
         max_ongoing_requests=ongoing,
         max_queued_requests=queued,
         user_config=a.model_user_config("gru"),
-    ).bind(registry, a.num_gpus)
+    ).bind(registry, a.num_gpus, a.registry_poll_s)
     return EnsembleIngress.options(
         ray_actor_options=cpu,
         max_ongoing_requests=max(4 * a.max_batch_size, 8),
         max_queued_requests=16 * a.max_batch_size,
         user_config=a.ingress_user_config(),
-    ).bind(lgbm, gru)
+    ).bind(lgbm, gru, shadow_dir)

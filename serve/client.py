@@ -29,7 +29,8 @@ def app_args_from_config(
 ) -> dict[str, Any]:
     """Return :func:`~serve.app.build_app` args from the ``models`` section of ``cfg``.
 
-    The registry path is made absolute here (replicas do not share the caller's cwd).
+    The registry and shadow log paths are made absolute here (replicas do not share the
+    caller's cwd).
 
     Args:
         cfg: The config.
@@ -45,6 +46,10 @@ def app_args_from_config(
         num_gpus=m.num_gpus,
         num_cpus=m.num_cpus,
         versions=dict(versions or {}),
+        registry_poll_s=m.registry_poll_s,
+        shadow_log_dir=(
+            str(Path(m.shadow_log_dir).expanduser().resolve()) if m.shadow_log_dir else None
+        ),
     )
     return args.model_dump(mode="json")
 

@@ -5,11 +5,15 @@ Layout::
     <root>/<family>/<version>/metadata.json   # what, from which data and code, how good
     <root>/<family>/<version>/<artifact files>
     <root>/<family>/PRODUCTION.json           # {"version": ..., "history": [older, ...]}
+    <root>/<family>/SHADOW.json               # {"version": ...}: the challenger run in shadow
 
 The version is the first 12 hex digits of a sha256 over the artifact files (names and bytes),
 so the same training produces the same version and saving it twice is a no-op. Versions are
 written to a temporary directory and renamed into place; the production pointer is written to a
 temporary file and renamed, so readers never see a half-written version or pointer.
+
+Serving replicas follow the pointers: :meth:`ModelRegistry.pointer_stamp` is a cheap change
+detector (two ``stat`` calls) they poll before re-reading the pointers.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 
 METADATA_FILE = "metadata.json"
 PRODUCTION_FILE = "PRODUCTION.json"
+SHADOW_FILE = "SHADOW.json"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -276,7 +281,8 @@ class ModelRegistry:
     def promote(self, family: str, version: str) -> ModelRecord:
         """Make ``version`` the production model of ``family`` (the old one goes to history).
 
-        Promoting the current production version is a no-op.
+        Promoting the current production version is a no-op. Promoting the shadow version
+        (the challenger won) clears the shadow pointer.
 
         Raises:
             RegistryError: the version does not exist.
@@ -284,12 +290,13 @@ class ModelRegistry:
         record = self.get(family, version)
         pointer = self._read_pointer(family)
         current = pointer.get("version")
-        if current == version:
-            return record
-        history = [v for v in pointer.get("history", []) if isinstance(v, str)]
-        if current:
-            history.append(current)
-        self._write_pointer(family, version, history)
+        if current != version:
+            history = [v for v in pointer.get("history", []) if isinstance(v, str)]
+            if current:
+                history.append(current)
+            self._write_pointer(family, version, history)
+        if self._read_json(self._shadow_path(family)).get("version") == version:
+            self.clear_shadow(family)
         return record
 
     def rollback(self, family: str) -> ModelRecord:
@@ -309,6 +316,30 @@ class ModelRegistry:
         record = self.get(family, previous)
         self._write_pointer(family, previous, history)
         return record
+
+    def set_shadow(self, family: str, version: str) -> ModelRecord:
+        """Run ``version`` of ``family`` in shadow: predicted and logged, never acted on.
+
+        Raises:
+            RegistryError: the version does not exist.
+        """
+        record = self.get(family, version)
+        blob = {
+            "family": family,
+            "version": version,
+            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        _atomic_write(
+            self._shadow_path(family), (json.dumps(blob, indent=2, sort_keys=True) + "\n").encode()
+        )
+        return record
+
+    def clear_shadow(self, family: str) -> str | None:
+        """Stop the shadow of ``family``; return the version that was shadowed (None: none)."""
+        path = self._shadow_path(family)
+        previous = self._read_json(path).get("version")
+        path.unlink(missing_ok=True)
+        return str(previous) if previous else None
 
     # reading --------------------------------------------------------------------------------
     def get(self, family: str, version: str) -> ModelRecord:
@@ -368,13 +399,47 @@ class ModelRegistry:
         """Return earlier production versions of ``family``, oldest first."""
         return list(self._read_pointer(family).get("history", []))
 
+    def shadow(self, family: str) -> ModelRecord | None:
+        """Return the shadow (challenger) record of ``family``, or None when none is set."""
+        version = self._read_json(self._shadow_path(family)).get("version")
+        if not version:
+            return None
+        return self.get(family, str(version))
+
+    def families(self) -> list[str]:
+        """Return the families that have at least one saved version, sorted."""
+        return sorted({r.family for r in self.list()})
+
+    def pointer_stamp(self, family: str) -> tuple[tuple[int, int, int] | None, ...]:
+        """Return a cheap change stamp of the production and shadow pointers of ``family``.
+
+        Two ``stat`` calls, no reads: ``(inode, mtime_ns, size)`` of each pointer file, None
+        where the file is missing. Pointers are replaced by rename, so every write changes it.
+        """
+        out: list[tuple[int, int, int] | None] = []
+        for path in (self._pointer_path(family), self._shadow_path(family)):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                out.append(None)
+            else:
+                out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
     # pointer --------------------------------------------------------------------------------
     def _pointer_path(self, family: str) -> Path:
         _check_name("family", family)
         return self.root / family / PRODUCTION_FILE
 
+    def _shadow_path(self, family: str) -> Path:
+        _check_name("family", family)
+        return self.root / family / SHADOW_FILE
+
     def _read_pointer(self, family: str) -> dict[str, Any]:
-        path = self._pointer_path(family)
+        return self._read_json(self._pointer_path(family))
+
+    @staticmethod
+    def _read_json(path: Path) -> dict[str, Any]:
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:

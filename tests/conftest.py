@@ -21,7 +21,7 @@ def small_config(tmp: Path, **sections: dict) -> RaydeskConfig:
     data["ray"].update(include_dashboard=False)
     data["models"].update(
         registry_path=str(tmp / "models"), train_seconds=240.0, torch_epochs=2, lgbm_trees=40,
-        deadline_ms=5_000.0, http_port=0,
+        deadline_ms=5_000.0, http_port=0, shadow_log_dir=str(tmp / "shadow"),
     )
     data["features"].update(window=8)
     data["journal"].update(fsync=False)

@@ -7,6 +7,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "torch_hidden": 8,
             "deadline_ms": 10_000.0,
             "http_port": _free_port(),
+            "registry_poll_s": 0.2,
+            "shadow_log_dir": str(tmp / "shadow"),
         }
     )
     records = train_models(cfg, console_progress=False)
@@ -251,3 +254,116 @@ def test_handle_is_usable_from_threads(app: Any, trained: dict[str, Any]) -> Non
 
     assert all(not o["fallback"] for o in outs)
     assert Path(trained["cfg"].models.registry_path).is_dir()
+
+
+def _until(probe: Callable[[], Any], ok: Callable[[Any], bool], timeout_s: float = 30.0) -> Any:
+    """Call ``probe`` until ``ok(result)``; return that result (fail after ``timeout_s``)."""
+    deadline = time.perf_counter() + timeout_s
+    while True:
+        result = probe()
+        if ok(result):
+            return result
+        assert time.perf_counter() < deadline, f"condition not met in {timeout_s}s: {result!r}"
+        time.sleep(0.05)
+
+
+def _ingress_config() -> dict[str, Any]:
+    from ray import serve
+
+    handle = serve.get_deployment_handle("EnsembleIngress", app_name=APP)
+    return handle.config.remote().result()
+
+
+def test_promotion_hot_swaps_replicas_that_follow_production(
+    app: Any, trained: dict[str, Any]
+) -> None:
+    reg = ModelRegistry(trained["cfg"].models.registry_path)
+    original = trained["records"]["lgbm"].version
+    other, v2 = _other_lgbm(trained)
+    req = _request(trained)
+    before = _describe("lgbm")
+    assert before["version"] == original and not before["pinned"] and before["polling"]
+
+    reg.promote("lgbm", v2)
+    try:
+        t0 = time.perf_counter()
+        out = _until(
+            lambda: app.predict.remote(req).result(timeout_s=60),
+            lambda o: o["models"].get("lgbm") == v2,
+        )
+        swap_s = time.perf_counter() - t0
+        after = _describe("lgbm")
+
+        assert after["version"] == v2 and after["pid"] == before["pid"]  # no restart
+        assert out["models"]["gru"] == trained["records"]["gru"].version
+        np.testing.assert_allclose(
+            out["per_model"]["lgbm"], other.predict_proba(req["features"], None)
+        )
+        print(f"promotion hot swap seen after {swap_s:.2f}s")
+    finally:
+        reg.rollback("lgbm")
+        _until(lambda: _describe("lgbm"), lambda d: d["version"] == original)
+    assert _describe("lgbm")["pid"] == before["pid"]
+
+
+def test_failed_load_on_promotion_keeps_the_old_model(app: Any, trained: dict[str, Any]) -> None:
+    from serve.models import save_model
+
+    reg = ModelRegistry(trained["cfg"].models.registry_path)
+    original = trained["records"]["lgbm"].version
+    data = trained["data"]
+    model = LGBMModel.train(
+        data.features, data.labels, trees=3, seed=11, feature_names=data.feature_names
+    )
+    bad = save_model(reg, model, metrics={}, feature_spec_hash="0ther5pec000", data_span_ns=(1, 2))
+    before = _describe("lgbm")
+
+    reg.promote("lgbm", bad.version)
+    try:
+        seen = _until(lambda: _describe("lgbm"), lambda d: d["load_errors"] > before["load_errors"])
+        out = app.predict.remote(_request(trained)).result(timeout_s=60)
+
+        assert seen["version"] == original and out["models"]["lgbm"] == original
+        assert out["fallback"] is False
+    finally:
+        reg.rollback("lgbm")
+
+
+def test_shadow_challenger_is_returned_and_logged_never_combined(
+    app: Any, trained: dict[str, Any]
+) -> None:
+    cfg: RaydeskConfig = trained["cfg"]
+    reg = ModelRegistry(cfg.models.registry_path)
+    champion = trained["records"]["lgbm"].version
+    other, v2 = _other_lgbm(trained)
+    req = _request(trained)
+    local, _ = load_from_registry(reg, "lgbm")
+
+    reg.set_shadow("lgbm", v2)
+    try:
+        out = _until(
+            lambda: app.predict.remote(req).result(timeout_s=60),
+            lambda o: o["shadow"].get("lgbm", {}).get("version") == v2,
+        )
+        log = Path(_ingress_config()["shadow_log"])
+        rows = _until(
+            lambda: [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else [],
+            lambda r: {x["decision_id"] for x in r} >= set(req["decision_ids"]),
+        )
+
+        assert out["models"]["lgbm"] == champion and set(out["shadow"]) == {"lgbm"}
+        np.testing.assert_allclose(
+            out["shadow"]["lgbm"]["probs"], other.predict_proba(req["features"], None)
+        )
+        np.testing.assert_allclose(
+            out["per_model"]["lgbm"], local.predict_proba(req["features"], None), rtol=1e-6
+        )
+        np.testing.assert_allclose(out["probs"], combine(out["per_model"], cfg.models.weights))
+        assert _describe("lgbm")["shadow"] == v2 and _describe("gru")["shadow"] is None
+        last = rows[-1]
+        assert last["family"] == "lgbm" and last["shadow_version"] == v2
+        assert last["champion_version"] == champion and len(last["shadow_probs"]) == 3
+    finally:
+        reg.clear_shadow("lgbm")
+        _until(lambda: _describe("lgbm"), lambda d: d["shadow"] is None)
+    assert app.predict.remote(req).result(timeout_s=60)["shadow"] == {}
