@@ -1,0 +1,389 @@
+"""Train and evaluate the LOB ensemble on FI-2010 fold 1 (train day 1, test day 2) per horizon.
+
+For each horizon: the windows of day 1 are split per stock by time (first 80 % train, last 20 %
+validation); DeepLOB, the Transformer, XGBoost and LightGBM are trained; each is calibrated on
+validation (temperature scaling: torch logits and tree probabilities alike, with the ECE before
+and after); ensemble weights are fitted on validation (log loss); and everything is scored on
+day 2: macro-F1 (×100), accuracy and per-class F1 per model, for the fitted ensemble and for
+equal weights. Windows crossing a stock change are dropped (see :mod:`serve.fi2010`).
+
+Example:
+    python -m jobs.fi2010 --horizons 10 --epochs 3 --json --out /tmp/fi2010_k10.json
+    python -m jobs.fi2010 --horizons 10 --epochs 1 --max-train 3000 --max-test 2000 --json
+
+Progress goes to stderr; with ``--json`` the report is one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actors.core.errors import ValidationError
+from serve.evaluation import apply_temperature, combine, fit_temperature, fit_weights, report
+from serve.evaluation import expected_calibration_error as ece
+from serve.evaluation import log_loss as nll
+from serve.fi2010 import (
+    HORIZONS,
+    BookWindows,
+    Fi2010,
+    load_fi2010,
+    split_by_time,
+    stock_segments,
+    window_indices,
+)
+from serve.lob_models import DeepLOBModel, TransformerModel, XGBModel, default_device
+from serve.models import LGBMModel
+
+MODELS: tuple[str, ...] = ("deeplob", "transformer", "xgboost", "lgbm")
+#: DeepLOB sizes: "small" (16/32 channels) keeps a CPU epoch in minutes; "paper" is 32/64.
+DEEPLOB_SIZES: dict[str, dict[str, int]] = {
+    "small": {"conv_channels": 16, "inception_channels": 32, "lstm": 64},
+    "paper": {"conv_channels": 32, "inception_channels": 64, "lstm": 64},
+}
+
+
+@dataclass(frozen=True)
+class Fi2010JobConfig:
+    """Settings of one run; every field is in the report.
+
+    Attributes:
+        horizons: Label horizons (events) to evaluate.
+        epochs: Torch epochs (the best epoch on validation is kept).
+        window: Book states per window ``T``.
+        max_train: Cap on training samples (evenly spaced); validation is capped at a quarter.
+        max_test: Cap on test samples (evenly spaced).
+        models: Families to train.
+        seed: Seed of every model.
+        threads: Torch / tree threads.
+        trees: Maximum boosting rounds (early stopping on validation).
+        batch_size: Torch batch size.
+        lr: Torch learning rate.
+        deeplob_size: Key of :data:`DEEPLOB_SIZES`.
+        transformer_d_model: Transformer width.
+        device: Torch device (default: cuda when available).
+        root: FI-2010 folder (default ``../shared/data/fi2010_zscore_fold1``).
+    """
+
+    horizons: tuple[int, ...] = (10, 50, 100)
+    epochs: int = 3
+    window: int = 100
+    max_train: int | None = None
+    max_test: int | None = None
+    models: tuple[str, ...] = MODELS
+    seed: int = 1
+    threads: int = 1
+    trees: int = 600
+    batch_size: int = 128
+    lr: float = 1e-3
+    deeplob_size: str = "small"
+    transformer_d_model: int = 48
+    device: str | None = None
+    root: str | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        for h in self.horizons:
+            if h not in HORIZONS:
+                raise ValidationError("horizons", f"each one of {list(HORIZONS)}", h)
+        for m in self.models:
+            if m not in MODELS:
+                raise ValidationError("models", f"each one of {list(MODELS)}", m)
+        if not self.models:
+            raise ValidationError("models", "non-empty", self.models)
+        if self.deeplob_size not in DEEPLOB_SIZES:
+            rule = f"one of {list(DEEPLOB_SIZES)}"
+            raise ValidationError("deeplob_size", rule, self.deeplob_size)
+        for name in ("epochs", "window", "threads", "trees", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValidationError(name, ">= 1", getattr(self, name))
+        for name in ("max_train", "max_test"):
+            v = getattr(self, name)
+            if v is not None and v < 10:
+                raise ValidationError(name, ">= 10 or None", v)
+
+
+def _log(msg: str, t0: float) -> None:
+    print(f"[fi2010 {time.perf_counter() - t0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def _even(idx: np.ndarray, cap: int | None) -> np.ndarray:
+    if cap is None or len(idx) <= cap:
+        return idx
+    return idx[np.linspace(0, len(idx) - 1, cap).round().astype(np.int64)]
+
+
+@dataclass
+class _Split:
+    idx: np.ndarray
+    windows: BookWindows
+    features: np.ndarray
+
+
+def _split(data: Fi2010, window: int, idx: np.ndarray) -> _Split:
+    flat = data.flat_features()
+    return _Split(idx, BookWindows(data.book, window, idx), flat[idx])
+
+
+def _train_one(
+    name: str, cfg: Fi2010JobConfig, tr: _Split, ytr: np.ndarray, va: _Split, yva: np.ndarray,
+    say: Callable[[str], None],
+) -> Any:
+    names = Fi2010.flat_feature_names()
+    if name == "deeplob":
+        return DeepLOBModel.train(
+            tr.windows, ytr, epochs=cfg.epochs, seed=cfg.seed, validation=(va.windows, yva),
+            batch_size=cfg.batch_size, lr=cfg.lr, threads=cfg.threads, device=cfg.device,
+            progress=_every(say, name), **DEEPLOB_SIZES[cfg.deeplob_size],
+        )
+    if name == "transformer":
+        return TransformerModel.train(
+            tr.windows, ytr, epochs=cfg.epochs, seed=cfg.seed, validation=(va.windows, yva),
+            batch_size=cfg.batch_size, lr=cfg.lr, threads=cfg.threads, device=cfg.device,
+            progress=_every(say, name), d_model=cfg.transformer_d_model,
+        )
+    if name == "xgboost":
+        return XGBModel.train(
+            tr.features, ytr, trees=cfg.trees, seed=cfg.seed, feature_names=names,
+            early_stopping=(va.features, yva), threads=cfg.threads,
+        )
+    return LGBMModel.train(
+        tr.features, ytr, trees=cfg.trees, seed=cfg.seed, feature_names=names,
+        early_stopping=(va.features, yva), patience=30,
+    )
+
+
+def _every(say: Callable[[str], None], name: str) -> Callable[[float], None]:
+    marks = {0.25, 0.5, 0.75, 1.0}
+    seen: set[float] = set()
+
+    def progress(frac: float) -> None:
+        for m in sorted(marks - seen):
+            if frac >= m:
+                seen.add(m)
+                say(f"  {name}: {int(m * 100)} % of steps")
+
+    return progress
+
+
+def _predict(name: str, model: Any, s: _Split) -> np.ndarray:
+    if name in ("deeplob", "transformer"):
+        return model.predict_proba(None, s.windows)
+    return model.predict_proba(s.features, None)
+
+
+def _horizon(
+    cfg: Fi2010JobConfig, h: int, data: dict[str, Any], say: Callable[[str], None]
+) -> dict[str, Any]:
+    train, test = data["train"], data["test"]
+    tr, va, te = data["tr"], data["va"], data["te"]
+    ytr, yva = train.labels_for(h)[tr.idx], train.labels_for(h)[va.idx]
+    yte = test.labels_for(h)[te.idx]
+    out: dict[str, Any] = {
+        "horizon_events": h,
+        "n_train": len(ytr), "n_val": len(yva), "n_test": len(yte),
+        "class_counts": {
+            "train": np.bincount(ytr, minlength=3).tolist(),
+            "val": np.bincount(yva, minlength=3).tolist(),
+            "test": np.bincount(yte, minlength=3).tolist(),
+        },
+        "models": {},
+    }
+    val_cal: dict[str, np.ndarray] = {}
+    test_cal: dict[str, np.ndarray] = {}
+    for name in cfg.models:
+        say(f"k={h}: training {name} on {len(ytr)} samples")
+        t0 = time.perf_counter()
+        model = _train_one(name, cfg, tr, ytr, va, yva, say)
+        train_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pv, pt = _predict(name, model, va), _predict(name, model, te)
+        predict_s = time.perf_counter() - t0
+        temp = fit_temperature(pv, yva)
+        val_cal[name], test_cal[name] = apply_temperature(pv, temp), apply_temperature(pt, temp)
+        if hasattr(model, "with_temperature"):
+            model.with_temperature(temp)  # the artifact would carry it
+        rep = report(test_cal[name], yte)
+        out["models"][name] = {
+            "test": rep,
+            "val": {
+                "macro_f1": report(val_cal[name], yva)["macro_f1"],
+                "log_loss_raw": round(nll(pv, yva), 6),
+                "log_loss_calibrated": round(nll(val_cal[name], yva), 6),
+            },
+            "temperature": temp,
+            "test_ece_raw": round(ece(pt, yte), 6),
+            "test_ece_calibrated": rep["ece"],
+            "train_s": round(train_s, 2),
+            "predict_s": round(predict_s, 2),
+            "predict_us_per_sample": round(1e6 * predict_s / max(1, len(yva) + len(yte)), 2),
+            "params": _json_safe(model.params()),
+        }
+        say(
+            f"k={h}: {name} macro-F1 {rep['macro_f1']:.2f} acc {rep['accuracy']:.4f} "
+            f"T={temp:.3f} ({train_s:.0f} s)"
+        )
+    weights = fit_weights(val_cal, yva)
+    equal = {n: 1.0 / len(val_cal) for n in val_cal}
+    ens = report(combine(test_cal, weights), yte)
+    ens_eq = report(combine(test_cal, equal), yte)
+    best_name = max(out["models"], key=lambda n: out["models"][n]["test"]["macro_f1"])
+    out["ensemble"] = {
+        "weights": weights,
+        "val_log_loss": round(nll(combine(val_cal, weights), yva), 6),
+        "test": ens,
+    }
+    out["ensemble_equal"] = {
+        "weights": {n: round(w, 6) for n, w in equal.items()},
+        "val_log_loss": round(nll(combine(val_cal, equal), yva), 6),
+        "test": ens_eq,
+    }
+    out["best_single"] = best_name
+    out["ensemble_beats_best_single"] = bool(
+        ens["macro_f1"] > out["models"][best_name]["test"]["macro_f1"]
+    )
+    say(f"k={h}: ensemble macro-F1 {ens['macro_f1']:.2f} (equal {ens_eq['macro_f1']:.2f}) "
+        f"weights {weights}")
+    return out
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v if isinstance(v, str | int | float | bool | type(None)) else str(v)
+
+
+def run(cfg: Fi2010JobConfig, progress: bool = True) -> dict[str, Any]:
+    """Run the benchmark and return the JSON-safe report.
+
+    Args:
+        cfg: Settings.
+        progress: Print progress lines on stderr.
+
+    Returns:
+        ``{"params", "dataset", "horizons": {k: {...}}, "summary", "wall_s", "machine"}``;
+        ``summary[k][model]`` is the test macro-F1 (×100) of each model and ensemble.
+
+    Raises:
+        FileNotFoundError: the FI-2010 files are missing.
+    """
+    t_start = time.perf_counter()
+
+    def say(msg: str) -> None:
+        if progress:
+            _log(msg, t_start)
+
+    import torch
+
+    say("loading FI-2010 fold 1")
+    train, test = load_fi2010("train", cfg.root), load_fi2010("test", cfg.root)
+    seg_tr, seg_te = stock_segments(train.book), stock_segments(test.book)
+    idx_tr = window_indices(train.n, cfg.window, seg_tr)
+    tr_idx, va_idx = split_by_time(idx_tr, seg_tr, 0.8)
+    tr_idx = _even(tr_idx, cfg.max_train)
+    va_idx = _even(va_idx, None if cfg.max_train is None else max(10, cfg.max_train // 4))
+    te_idx = _even(window_indices(test.n, cfg.window, seg_te), cfg.max_test)
+    data = {
+        "train": train, "test": test,
+        "tr": _split(train, cfg.window, tr_idx),
+        "va": _split(train, cfg.window, va_idx),
+        "te": _split(test, cfg.window, te_idx),
+    }
+    load_s = time.perf_counter() - t_start
+    say(f"loaded in {load_s:.1f} s: train {len(tr_idx)}, val {len(va_idx)}, test {len(te_idx)}")
+    horizons = {str(h): _horizon(cfg, h, data, say) for h in cfg.horizons}
+    summary = {
+        k: {
+            **{m: v["models"][m]["test"]["macro_f1"] for m in v["models"]},
+            "ensemble": v["ensemble"]["test"]["macro_f1"],
+            "ensemble_equal": v["ensemble_equal"]["test"]["macro_f1"],
+        }
+        for k, v in horizons.items()
+    }
+    return {
+        "name": "fi2010",
+        "params": {**_json_safe(asdict(cfg)), "device": default_device(cfg.device),
+                   "deeplob_arch": DEEPLOB_SIZES[cfg.deeplob_size]},
+        "dataset": {
+            "name": "FI-2010 Z-score NoAuction fold 1 (train day 1, test day 2)",
+            "train_samples": train.n, "test_samples": test.n,
+            "train_stock_starts": seg_tr.tolist(), "test_stock_starts": seg_te.tolist(),
+            "split": "per stock by time: first 80 % train, last 20 % validation",
+            "dropped_windows_crossing_stocks": {
+                "train": int(len(window_indices(train.n, cfg.window)) - len(idx_tr)),
+                "test": int(
+                    len(window_indices(test.n, cfg.window))
+                    - len(window_indices(test.n, cfg.window, seg_te))
+                ),
+            },
+            "load_s": round(load_s, 2),
+        },
+        "horizons": horizons,
+        "summary": summary,
+        "wall_s": round(time.perf_counter() - t_start, 2),
+        "machine": {
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": cfg.threads, "cuda": torch.cuda.is_available(),
+        },
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit code."""
+    p = argparse.ArgumentParser(prog="python -m jobs.fi2010", description=__doc__.split("\n")[0])
+    d = Fi2010JobConfig()
+    p.add_argument("--horizons", type=int, nargs="+", default=list(d.horizons))
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--window", type=int, default=d.window, help="book states per window T")
+    p.add_argument("--max-train", type=int, default=None, help="cap on training samples")
+    p.add_argument("--max-test", type=int, default=None, help="cap on test samples")
+    p.add_argument("--models", nargs="+", default=list(d.models), choices=MODELS)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--trees", type=int, default=d.trees)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--deeplob-size", default=d.deeplob_size, choices=sorted(DEEPLOB_SIZES))
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    p.add_argument("--root", default=None, help="FI-2010 folder")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--out", default=None, help="also write the JSON report to this path")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    ns = p.parse_args(argv)
+    try:
+        cfg = Fi2010JobConfig(
+            horizons=tuple(ns.horizons), epochs=ns.epochs, window=ns.window,
+            max_train=ns.max_train, max_test=ns.max_test, models=tuple(ns.models),
+            seed=ns.seed, threads=ns.threads, trees=ns.trees, batch_size=ns.batch_size,
+            lr=ns.lr, deeplob_size=ns.deeplob_size, device=ns.device, root=ns.root,
+        )
+        result = run(cfg, progress=not ns.quiet)
+    except (ValidationError, FileNotFoundError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    text = json.dumps(result, indent=2, sort_keys=True)
+    if ns.out:
+        Path(ns.out).write_text(text + "\n")
+    if ns.json:
+        print(text)
+    else:
+        for k, row in result["summary"].items():
+            cells = "  ".join(f"{m} {v:.2f}" for m, v in row.items())
+            print(f"k={k}: macro-F1  {cells}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
