@@ -7,8 +7,10 @@ date and machine.
 from __future__ import annotations
 
 import contextlib
+import json
 import platform
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -703,9 +705,194 @@ def _drive(feed: Any, symbols: dict[str, Any], rate: int, seconds: float,
     }
 
 
+
+CALL_TIMEOUT_S = 10.0  # bench inference: an answer later than this counts as none
+
+
+def bench_inference(cfg: RaydeskConfig, rate: int = 1_000, duration_s: float = 5.0,
+                    throughput_s: float = 5.0, concurrency: int = 32,
+                    batch_predictions: int = 32, warmup_s: float = 1.0,
+                    http: bool = True, low_rate: int = 100) -> dict[str, Any]:
+    """Latency at ``rate`` requests/s and the highest throughput of the Serve ensemble and of
+    each model deployment, through a handle and (ensemble) over HTTP.
+
+    Local Ray and Serve run the real application (``serve.app:build_app`` via
+    ``serve.client.deploy``) on the production models of the registry (trained first if
+    missing). Latency requests hold one decision point each, with real inputs (feature vectors and
+    windows of a simulator session through the book and feature engines). Latency is measured
+    open loop: requests are sent on a fixed schedule whatever the answers do, and each one's
+    time runs from its scheduled send to its answer (so queueing counts); requests the Serve
+    router refuses (its queue bound) are counted as ``rejected``, and those unanswered after
+    :data:`CALL_TIMEOUT_S` as ``timed_out``. Latency is also reported at ``low_rate``
+    (``at_<low_rate>_rps``), a load this machine can carry. Throughput is closed loop
+    with ``concurrency`` requests in flight, of one decision point each and of
+    ``batch_predictions`` each (as the kernel sends one request per step for every symbol's
+    decision point); ``max_predictions_per_s`` is the higher. Per model, the handle calls the model
+    deployment's batched ``predict`` directly; the models have no HTTP route of their own.
+    """
+    import asyncio
+
+    import aiohttp
+    import ray
+    from ray import serve
+    from ray.serve.exceptions import BackPressureError
+
+    from cluster.topology import connect_ray
+    from serve.client import ROUTE_PREFIX, deploy
+    from serve.dataset import build_training_set
+    from serve.training import ensure_models
+
+    if cfg.models.http_port == 0:  # Serve needs a fixed port: take a free one
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            cfg = cfg.with_overrides(models={"http_port": sock.getsockname()[1]})
+    ensure_models(cfg, console_progress=False)
+    data = build_training_set(cfg, seconds=120.0)
+    feats = np.ascontiguousarray(data.features, dtype=np.float32)
+    wins = np.ascontiguousarray(data.windows, dtype=np.float32)
+    n_inputs = len(feats)
+    owns = connect_ray(cfg)
+    app_name = "raydesk-bench-inference"
+    try:
+        ingress = deploy(cfg, name=app_name)
+        models = {
+            "lgbm": serve.get_deployment_handle("LGBMModelDeployment", app_name),
+            "gru": serve.get_deployment_handle("GRUModelDeployment", app_name),
+        }
+        url = f"http://127.0.0.1:{cfg.models.http_port}{ROUTE_PREFIX}"
+        deadline_ms = cfg.models.deadline_ms
+
+        def request(i: int, n: int = 1) -> dict[str, Any]:
+            j = (i * n) % (n_inputs - n)
+            return {"decision_ids": [f"b{i}-{k}" for k in range(n)],
+                    "features": feats[j:j + n], "windows": wins[j:j + n]}
+
+        def http_body(i: int, n: int = 1) -> bytes:
+            r = request(i, n)
+            return json.dumps({"decision_ids": r["decision_ids"],
+                               "features": r["features"].tolist(),
+                               "windows": r["windows"].tolist()}).encode()
+
+        async def call(target: str, i: int, http: Any, n: int = 1) -> str:
+            """One request of ``n`` decision points: "ok" (answered by the models),
+            "fallback" or "rejected"."""
+            try:
+                if target == "ensemble":
+                    out = await ingress.predict.remote(request(i, n))
+                    return "fallback" if out["fallback"] else "ok"
+                if target == "http":
+                    body = bodies[i % len(bodies)] if n == 1 else bodies_n[i % len(bodies_n)]
+                    async with http.post(url, data=body,
+                                         headers={"content-type": "application/json"}) as r:
+                        if r.status != 200:
+                            return "rejected"
+                        out = await r.json()
+                        return "fallback" if out["fallback"] else "ok"
+                r = request(i, n)
+                out = await models[target].predict.remote(r["features"], r["windows"])
+                return "ok" if len(out["probs"]) == n else "rejected"
+            except (BackPressureError, TimeoutError):
+                return "rejected"
+
+        async def open_loop(target: str, rate: int) -> dict[str, Any]:
+            lat: list[float] = []
+            outcomes: Counter[str] = Counter()
+            async with aiohttp.ClientSession() as http:
+                loop = asyncio.get_running_loop()
+                t0 = loop.time() + 0.05
+                n_warm = int(warmup_s * rate)
+                n = n_warm + int(duration_s * rate)
+                tasks = []
+
+                async def one(i: int, due: float) -> None:
+                    try:  # an answer later than this is no answer (and bounds the run)
+                        status = await asyncio.wait_for(call(target, i, http), CALL_TIMEOUT_S)
+                    except TimeoutError:
+                        status = "timed_out"
+                    if i >= n_warm:
+                        outcomes[status] += 1
+                        if status in ("ok", "fallback"):
+                            lat.append((loop.time() - due) * 1e3)
+
+                for i in range(n):
+                    due = t0 + i / rate
+                    wait = due - loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    tasks.append(asyncio.create_task(one(i, due)))
+                await asyncio.gather(*tasks)
+            ms = np.asarray(lat)
+
+            def q(p: float) -> float | None:
+                return round(float(np.percentile(ms, p)), 3) if len(ms) else None
+
+            return {"rate_rps": rate, "requests": sum(outcomes.values()),
+                    "answered_by_models": outcomes["ok"], "fallbacks": outcomes["fallback"],
+                    "rejected": outcomes["rejected"], "timed_out": outcomes["timed_out"],
+                    "p50_ms": q(50), "p99_ms": q(99), "max_ms": q(100)}
+
+        async def closed_loop(target: str, n: int) -> int:
+            done = 0
+            async with aiohttp.ClientSession() as http:
+                loop = asyncio.get_running_loop()
+                t_end = loop.time() + warmup_s + throughput_s
+                t_measure = loop.time() + warmup_s
+
+                async def worker(k: int) -> None:
+                    nonlocal done
+                    i = k
+                    while loop.time() < t_end:
+                        status = await call(target, i, http, n)
+                        if loop.time() >= t_measure and status == "ok":
+                            done += n
+                        i += concurrency
+
+                await asyncio.gather(*(worker(k) for k in range(concurrency)))
+            return round(done / throughput_s)
+
+        bodies = [http_body(i) for i in range(min(n_inputs, 512))]
+        bodies_n = [http_body(i, batch_predictions) for i in range(64)]
+        out: dict[str, Any] = {}
+        targets = [("ensemble", "ensemble"), ("ensemble_http", "http"), ("lgbm", "lgbm"),
+                   ("gru", "gru")]
+        for name, target in targets if http else [t for t in targets if t[1] != "http"]:
+            lat = asyncio.run(open_loop(target, rate))
+            low = asyncio.run(open_loop(target, low_rate))
+            one = asyncio.run(closed_loop(target, 1))
+            many = asyncio.run(closed_loop(target, batch_predictions))
+            key, via = ("ensemble", "http") if name == "ensemble_http" else (name, "handle")
+            out.setdefault(key, {})[via] = {
+                **lat, f"at_{low_rate}_rps": low, "max_predictions_per_s": max(one, many),
+                "max_predictions_per_s_1_per_request": one,
+                f"max_predictions_per_s_{batch_predictions}_per_request": many,
+                "concurrency": concurrency}
+        ray_resources = ray.cluster_resources()
+    finally:
+        with contextlib.suppress(Exception):
+            serve.delete(app_name)
+        if owns:  # (not serve.shutdown(): killing its controller first prints retry noise)
+            ray.shutdown()
+    return {
+        "name": "inference",
+        **out,
+        "deadline_ms": deadline_ms,
+        "inputs": {"distinct": n_inputs, "features": int(feats.shape[1]),
+                   "window": list(wins.shape[1:])},
+        "path": "driver -> DeploymentHandle (ensemble: EnsembleIngress.predict -> LGBM and GRU "
+                "deployments with @serve.batch; single models: the model deployment's predict) "
+                "and HTTP POST /ensemble (aiohttp, keep-alive); one decision point per request",
+        "goals": {"ensemble_p99_ms_at_1000_rps": 10, "max_predictions_per_s": 5_000},
+        "cluster_cpus": ray_resources.get("CPU"),
+        "gpu": bool(ray_resources.get("GPU")),
+        "machine": _machine(),
+    }
+
 BENCHMARKS: dict[str, Callable[[RaydeskConfig], dict[str, Any]]] = {
     "simulator": bench_simulator,
     "book": bench_book,
     "replay": bench_replay,
     "feed": bench_feed,
+    "inference": bench_inference,
 }
