@@ -664,7 +664,7 @@ def _drive(feed: Any, symbols: dict[str, Any], rate: int, seconds: float,
         _now, batches = ray.get(feed.next_batches.remote())
         ray.get([symbols[s].on_batch.remote(b) for s, b in batches.items() if len(b.data)])
         st = ray.get(feed.feed_stats.remote())
-        if st and all(st["synced"].values()) and not st.get("need_resync"):
+        if st and all(st["synced"].values()):
             break
     msgs0 = sum(ray.get(feed.feed_stats.remote())["messages"].values())
     lat: list[np.ndarray] = []
@@ -674,10 +674,8 @@ def _drive(feed: Any, symbols: dict[str, Any], rate: int, seconds: float,
     wall_measure = time.time_ns() + int(warmup_s * 1e9)
     while time.monotonic() < t0 + warmup_s + seconds:
         _now, batches = ray.get(feed.next_batches.remote())
-        updates = ray.get([symbols[s].on_batch.remote(b) for s, b in batches.items()
-                           if len(b.data)])
+        ray.get([symbols[s].on_batch.remote(b) for s, b in batches.items() if len(b.data)])
         done = time.time_ns()
-        del updates
         if time.monotonic() < t_measure:
             msgs0 = sum(ray.get(feed.feed_stats.remote())["messages"].values())
             wall_measure = done

@@ -45,7 +45,13 @@ import xgboost as xgb
 from torch import nn
 
 from actors.core.errors import ValidationError
-from serve.models import N_CLASSES, _json_bytes, _normalise_rows, torch_threads
+from serve.models import (
+    N_CLASSES,
+    _check_labels,
+    _json_bytes,
+    _normalise_rows,
+    torch_threads,
+)
 
 Progress = Callable[[float], None]
 N_BOOK = 40
@@ -67,15 +73,6 @@ def _check_windows(name: str, w: Any, n_features: int, window: int | None = None
         rule = f"of shape (N, {window if window is not None else 'T'}, {n_features})"
         raise ValidationError(name, rule, shape)
     return w
-
-
-def _check_labels(labels: Any, n: int) -> np.ndarray:
-    y = np.asarray(labels, dtype=np.int64)
-    if y.shape != (n,):
-        raise ValidationError("labels", f"of shape ({n},)", y.shape)
-    if n and (y.min() < 0 or y.max() >= N_CLASSES):
-        raise ValidationError("labels", f"in 0..{N_CLASSES - 1}", sorted(set(y.tolist()))[:5])
-    return y
 
 
 def _batch(w: Any, idx: np.ndarray) -> np.ndarray:

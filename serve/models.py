@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from actors.core.errors import ValidationError
 from serve.ensemble import FAMILIES  # noqa: F401 - re-exported: the families' one definition
 from serve.registry import ModelRecord, ModelRegistry, RegistryError
 
@@ -103,12 +104,12 @@ def _as_3d(name: str, x: np.ndarray | None, window: int, n_features: int) -> np.
     return a
 
 
-def _check_labels(labels: np.ndarray, n: int) -> np.ndarray:
+def _check_labels(labels: Any, n: int) -> np.ndarray:
     y = np.asarray(labels, dtype=np.int64)
     if y.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},), was {y.shape}")
+        raise ValidationError("labels", f"of shape ({n},)", y.shape)
     if n and (y.min() < 0 or y.max() >= N_CLASSES):
-        raise ValueError(f"labels must be in 0..{N_CLASSES - 1}, was {sorted(set(y.tolist()))}")
+        raise ValidationError("labels", f"in 0..{N_CLASSES - 1}", sorted(set(y.tolist()))[:5])
     return y
 
 

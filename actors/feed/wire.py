@@ -32,6 +32,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from actors.book.book import L2Book
 from actors.core.batch import ASK, BID, F_LAST, SNAPSHOT, TRADE
 from actors.core.errors import ValidationError
 from actors.core.instruments import Instrument
@@ -240,9 +241,7 @@ class SimWireEncoder:
         self._scale = 10 ** self.pdp
         self._szf = f"{{:.{self.sdp}f}}".format
         self.book: SymbolBook | None = None
-        self.best: tuple[dict[int, float], dict[int, float]] = ({}, {})
-        self.best_bid: int | None = None
-        self.best_ask: int | None = None
+        self.levels = L2Book()  # every level sent, for the tickers' best bid and ask
         self.trade_id = 0
         self.last_u = 0
         self.want_ticker: Any = None  # () -> bool; None: always
@@ -257,22 +256,6 @@ class SimWireEncoder:
     def sz(self, size: float) -> str:
         return self._szf(size)
 
-    def _level(self, side: int, price: int, size: float) -> None:
-        lv = self.best[0 if side == BID else 1]
-        if side == BID:
-            if size > 0:
-                lv[price] = size
-                if self.best_bid is None or price > self.best_bid:
-                    self.best_bid = price
-            elif lv.pop(price, None) is not None and price == self.best_bid:
-                self.best_bid = max(lv) if lv else None
-        elif size > 0:
-            lv[price] = size
-            if self.best_ask is None or price < self.best_ask:
-                self.best_ask = price
-        elif lv.pop(price, None) is not None and price == self.best_ask:
-            self.best_ask = min(lv) if lv else None
-
     def encode(self, rows: Any) -> list[WireEvent]:
         """Wire events of ``rows`` (``MD_DTYPE``); snapshot rows (re)build :attr:`book`."""
         out: list[WireEvent] = []
@@ -281,12 +264,11 @@ class SimWireEncoder:
         trades: list[tuple[int, int, int, float]] = []
         bids: list[str] = []
         asks: list[str] = []
-        px, sz, level = self.px, self.sz, self._level
+        px, sz, level = self.px, self.sz, self.levels.set_level
         for te, _ti, seq, kind, side, price, size, flags, _oid in rows.tolist():
             if kind == SNAPSHOT:
                 if not snap_b and not snap_a:
-                    self.best = ({}, {})
-                    self.best_bid = self.best_ask = None
+                    self.levels.clear()
                 (snap_b if side == BID else snap_a).append([px(price), sz(size)])
                 level(side, price, size)
                 if flags & F_LAST:
@@ -337,9 +319,10 @@ class SimWireEncoder:
                 # the simulator never ends: keep memory bounded, in small steps so the
                 # server's loop never stalls on a long catch-up
                 self.book.compact(keep_unapplied=0)
-        bb, ba = self.best_bid, self.best_ask
+        lv = self.levels
+        bb, ba = lv.best_bid, lv.best_ask
         if bb is not None and ba is not None and (self.want_ticker is None or self.want_ticker()):
-            bl, al = self.best
+            bl, al = lv.bids, lv.asks
             out.append((te, self.sym, TICKER,
                         f'{{"e":"bookTicker","u":{seq},"s":"{s}","b":"{self.px(bb)}",'
                         f'"B":"{self.sz(bl[bb])}","a":"{self.px(ba)}","A":"{self.sz(al[ba])}",'

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from pathlib import Path
 
+import numpy as np
+
+from actors.book.book import L2Book, apply_rows
 from actors.core.instruments import Instrument
 from actors.core.messages import (
     CancelOrder,
@@ -14,6 +18,7 @@ from actors.core.messages import (
     TimeInForce,
 )
 from actors.core.views import BookView, TradePrint
+from actors.feed.binance import read_session
 
 SYMBOL = "BTCUSDT"
 LOT = 0.001  # BTCUSDT lot size as a float: sizes in views are instrument units
@@ -145,3 +150,14 @@ class AvgCostModel:
     @property
     def total(self) -> float:
         return self.realised - self.fees + self.unrealised
+
+
+def loader_book(paths: Sequence[Path]) -> L2Book:
+    """The recording loader's book after the whole session (the obviously-correct path that
+    the live feed's books are compared with)."""
+    book = L2Book()
+    for _sym, item, _sync in read_session(list(paths), tickers=False):
+        if isinstance(item, np.ndarray):
+            for _ in apply_rows(book, item):
+                pass
+    return book

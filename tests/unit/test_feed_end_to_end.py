@@ -7,15 +7,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-import numpy as np
 import pytest
 
 from actors.book.book import L2Book, apply_rows
-from actors.feed.binance import binance_instrument, read_session
+from actors.feed.binance import binance_instrument
 from actors.feed.server import FaultsConfig, FeedServer
 from actors.feed.wire import BinanceReplaySource
 from actors.feed.ws_client import BinanceWsClient
 from jobs.bench import BINANCE_DATA
+from tests.unit.factories import loader_book
 
 pytestmark = pytest.mark.realdata
 
@@ -24,15 +24,6 @@ SESSIONS = {
     "spot": [BINANCE_DATA / "spot/ethusdt_20240808.gz"],
 }
 SYMBOL = {"usdm": "BTCUSDT", "spot": "ETHUSDT"}
-
-
-def reference(paths: list) -> L2Book:
-    book = L2Book()
-    for _s, item, _y in read_session(paths, tickers=False):
-        if isinstance(item, np.ndarray):
-            for _ in apply_rows(book, item):
-                pass
-    return book
 
 
 async def receive(market: str, faults: list[dict]) -> tuple[BinanceWsClient, L2Book, dict]:
@@ -76,7 +67,7 @@ async def receive(market: str, faults: list[dict]) -> tuple[BinanceWsClient, L2B
 @pytest.mark.parametrize("market", ["usdm", "spot"])
 def test_served_session_received_by_the_client_ends_with_the_loaders_book(market: str) -> None:
     client, book, stats = asyncio.run(receive(market, []))
-    ref = reference(SESSIONS[market])
+    ref = loader_book(SESSIONS[market])
     assert book.bids == ref.bids and book.asks == ref.asks
     assert stats["faults"] == dict.fromkeys(stats["faults"], 0)
     assert dict(client.resyncs) == {(SYMBOL[market], "initial"): 1}  # the first sync only
@@ -92,7 +83,7 @@ def test_each_fault_is_counted_and_the_book_still_ends_identical(kind: str, coun
     market = "usdm"
     spec = {"kind": kind, "at_msg": 3_000, "every_msg": 20_000, "count": 2, "seconds": 1.0}
     client, book, stats = asyncio.run(receive(market, [spec]))
-    ref = reference(SESSIONS[market])
+    ref = loader_book(SESSIONS[market])
     assert stats["faults"][kind] == 2  # the server injected it twice
     assert book.bids == ref.bids and book.asks == ref.asks  # ...and the client recovered
     if count_key is not None:

@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
 import pytest
 
-from actors.book.book import L2Book, apply_rows
 from actors.feed.binance import read_session
 from actors.feed.server import FaultsConfig, FaultSpec, FeedServer
 from actors.feed.wire import BinanceReplaySource
 from jobs.bench import SHARED_DATA
+from tests.unit.factories import loader_book
 
 pytestmark = pytest.mark.realdata
 DATA = SHARED_DATA / "binance_ws_hftbacktest"
@@ -29,15 +28,6 @@ SPOT = [DATA / "spot/ethusdt_20240808.gz"]
 def _need_data() -> None:
     if not DATA.is_dir():
         pytest.skip(f"real data folder missing: {DATA}")
-
-
-def _reference_book(paths: list[Path]) -> L2Book:
-    book = L2Book()
-    for _sym, item, _sync in read_session(paths, tickers=False):
-        if isinstance(item, np.ndarray):
-            for _ in apply_rows(book, item):
-                pass
-    return book
 
 
 def _original_texts(paths: list[Path]) -> list[tuple[str, str]]:
@@ -126,9 +116,9 @@ def test_aiohttp_client_rebuilds_the_replay_book_exactly(paths: list[Path], rest
         lines = [f"{i} {t}" for i, t in enumerate(texts)]
         lines.insert(snap_at, f"{snap_at} {json.dumps(snap)}")
         f.write_text("\n".join(lines) + "\n")
-        client = _reference_book([f])
+        client = loader_book([f])
         syncs = {s: sy for s, _i, sy in read_session([f], tickers=False)}
-    ref = _reference_book(paths)
+    ref = loader_book(paths)
     assert syncs[sym.upper()].stats.gaps == 0
     assert client.bids == ref.bids and client.asks == ref.asks
     assert len(ref.bids) > 100 and len(ref.asks) > 100

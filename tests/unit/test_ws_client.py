@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 
 from actors.book.book import L2Book, apply_rows
 from actors.core.batch import CLEAR, F_GAP
-from actors.feed.binance import binance_instrument, read_session
+from actors.feed.binance import binance_instrument
 from actors.feed.ws_client import BinanceWsClient, derive_rest_url
 from jobs.bench import BINANCE_DATA
+from tests.unit.factories import loader_book
 
 USDM = BINANCE_DATA / "usdm" / "btcusdt_20240718.gz"
 SPOT = BINANCE_DATA / "spot" / "ethusdt_20240808.gz"
@@ -32,12 +33,7 @@ needs_data = pytest.mark.skipif(not USDM.exists(), reason=f"no recorded data at 
 # --- reference --------------------------------------------------------------------------------
 def reference_book(path: Path) -> L2Book:
     """The file loader's book after the whole recording (the obviously-correct path)."""
-    book = L2Book()
-    for _sym, item, _sync in read_session([path], tickers=False):
-        if isinstance(item, np.ndarray):
-            for _ in apply_rows(book, item):
-                pass
-    return book
+    return loader_book([path])
 
 
 def same_book(a: L2Book, b: L2Book) -> bool:
