@@ -313,12 +313,15 @@ def _version_of(rec: ModelRecord | None) -> str | None:
     return rec.version if rec is not None else None
 
 
-FamilyArg = Annotated[str, typer.Argument(help="Model family (lgbm, gru, ...).")]
+FamilyArg = Annotated[
+    str, typer.Argument(help="Model family (lgbm, xgboost, gru, deeplob, transformer).")
+]
 
 
 @models_app.command("list")
 def models_list(config: ConfigOpt = DEFAULT_CONFIG) -> None:
-    """List model versions in the registry (``*`` marks production, ``~`` the shadow)."""
+    """List model versions in the registry (``*`` marks production, ``~`` the shadow), then
+    the ensemble weights fitted at the last training."""
     from serve.registry import ModelRegistry
 
     cfg = _load(config)
@@ -328,7 +331,12 @@ def models_list(config: ConfigOpt = DEFAULT_CONFIG) -> None:
             prod = _version_of(reg.production(rec.family))
             shadow = _version_of(reg.shadow(rec.family))
         mark = "*" if prod == rec.version else "~" if shadow == rec.version else " "
-        print(f"{mark} {rec.family:6s} {rec.version}  {json.dumps(rec.metrics, sort_keys=True)}")
+        print(f"{mark} {rec.family:11s} {rec.version}  {json.dumps(rec.metrics, sort_keys=True)}")
+    with _registry_errors():
+        fitted = reg.ensemble()
+    if fitted:
+        print(f"ensemble weights (fitted {fitted.get('updated_at')}): "
+              f"{json.dumps(fitted.get('weights', {}), sort_keys=True)}")
 
 
 @models_app.command("show")

@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from actors.core.instruments import Instrument
 
+#: The ensemble's model families (``serve.ensemble.FAMILY_INPUTS`` says what each reads).
+MODEL_FAMILIES: tuple[str, ...] = ("lgbm", "xgboost", "gru", "deeplob", "transformer")
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "local.yaml"
 
 
@@ -158,6 +161,13 @@ class FeaturesConfig(Strict):
         5, ge=1, le=10, description="Middle depth of depth imbalance (besides 1 and 10 levels)."
     )
     window: int = Field(16, ge=2, le=512, description="Feature vectors in a sequence window.")
+    book_window: int = Field(
+        32,
+        ge=2,
+        le=512,
+        description="Book states (10 levels a side) in the raw-book window the deeplob and "
+        "transformer models read (actors.book.book_window).",
+    )
     spread: bool = Field(True, description="spread_bps: best ask - best bid, bps of mid.")
     returns: bool = Field(
         True, description="ret_1_bps, ret_5_bps: log mid returns over 1 and 5 decision points."
@@ -301,12 +311,31 @@ class ModelsConfig(Strict):
         1_800.0, gt=0, description="Simulated seconds of market used to train at first start."
     )
     train_seed: int = Field(1234, ge=0, description="Seed of the training market and models.")
+    families: list[str] = Field(
+        default_factory=lambda: ["lgbm", "xgboost", "gru", "deeplob", "transformer"],
+        min_length=1,
+        description="Model families trained and served, one Serve deployment each: lgbm and "
+        "xgboost on the feature vector, gru on the feature window, deeplob and transformer on "
+        "the raw book window (features.book_window).",
+    )
     lgbm_trees: int = Field(120, ge=1, le=5_000, description="LightGBM boosting rounds.")
+    xgb_trees: int = Field(120, ge=1, le=5_000, description="XGBoost boosting rounds.")
     torch_hidden: int = Field(32, ge=4, le=1024, description="GRU hidden size.")
-    torch_epochs: int = Field(4, ge=1, le=200, description="Torch training epochs.")
-    weights: dict[str, float] = Field(
-        default_factory=lambda: {"lgbm": 0.5, "gru": 0.5},
-        description="Ensemble weights per model family.",
+    torch_epochs: int = Field(
+        4, ge=1, le=200, description="Training epochs of the torch families."
+    )
+    lob_width: int = Field(
+        16,
+        ge=4,
+        le=256,
+        description="Width of the raw-book networks: deeplob conv channels (inception and "
+        "LSTM twice this) and the transformer's d_model (2 layers, 4 heads).",
+    )
+    weights: dict[str, float] | None = Field(
+        None,
+        description="Ensemble weights per family (0 = deployed but not called). None: the "
+        "weights fitted on validation data at training (the registry's ENSEMBLE.json), equal "
+        "weights when none were fitted.",
     )
     deadline_ms: float = Field(
         250.0, gt=0, description="A prediction later than this is replaced by the fallback."
@@ -334,15 +363,29 @@ class ModelsConfig(Strict):
         "(shadow-<pid>.jsonl); None = do not log (shadow outputs are still returned).",
     )
 
-    @field_validator("weights")
+    @field_validator("families")
     @classmethod
-    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = set(v) - {"lgbm", "gru"}
+    def _families(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - set(MODEL_FAMILIES))
         if unknown:
-            raise ValueError(f"weights keys must be in ['gru', 'lgbm'], was {sorted(unknown)!r}")
+            raise ValueError(f"families must be in {list(MODEL_FAMILIES)}, was {unknown!r}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"families must not repeat, was {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _weights(self) -> ModelsConfig:
+        v = self.weights
+        if v is None:
+            return self
+        unknown = sorted(set(v) - set(self.families))
+        if unknown:
+            raise ValueError(
+                f"weights keys must be in models.families {self.families}, was {unknown!r}"
+            )
         if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
             raise ValueError(f"weights must be >= 0 with a positive sum, was {v!r}")
-        return v
+        return self
 
 
 class StrategyConfig(Strict):

@@ -717,8 +717,10 @@ def bench_inference(cfg: RaydeskConfig, rate: int = 1_000, duration_s: float = 5
 
     Local Ray and Serve run the real application (``serve.app:build_app`` via
     ``serve.client.deploy``) on the production models of the registry (trained first if
-    missing). Latency requests hold one decision point each, with real inputs (feature vectors and
-    windows of a simulator session through the book and feature engines). Latency is measured
+    missing), every family of ``models.families`` called with equal weights (the full
+    ensemble, whatever weights training fitted). Latency requests hold one decision point each,
+    with real inputs (feature vectors, feature windows and raw book windows of a simulator
+    session through the book and feature engines). Latency is measured
     open loop: requests are sent on a fixed schedule whatever the answers do, and each one's
     time runs from its scheduled send to its answer (so queueing counts); requests the Serve
     router refuses (its queue bound) are counted as ``rejected``, and those unanswered after
@@ -737,8 +739,10 @@ def bench_inference(cfg: RaydeskConfig, rate: int = 1_000, duration_s: float = 5
     from ray.serve.exceptions import BackPressureError
 
     from cluster.topology import connect_ray
+    from serve.app import DEPLOYMENT_NAMES
     from serve.client import ROUTE_PREFIX, deploy
     from serve.dataset import build_training_set
+    from serve.ensemble import FAMILY_INPUTS
     from serve.training import ensure_models
 
     if cfg.models.http_port == 0:  # Serve needs a fixed port: take a free one
@@ -747,32 +751,33 @@ def bench_inference(cfg: RaydeskConfig, rate: int = 1_000, duration_s: float = 5
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             cfg = cfg.with_overrides(models={"http_port": sock.getsockname()[1]})
+    families = list(cfg.models.families)
+    cfg = cfg.with_overrides(models={"weights": {f: 1.0 for f in families}})
     ensure_models(cfg, console_progress=False)
     data = build_training_set(cfg, seconds=120.0)
-    feats = np.ascontiguousarray(data.features, dtype=np.float32)
-    wins = np.ascontiguousarray(data.windows, dtype=np.float32)
-    n_inputs = len(feats)
+    inputs = {
+        "features": np.ascontiguousarray(data.features, dtype=np.float32),
+        "windows": np.ascontiguousarray(data.windows, dtype=np.float32),
+        "books": np.ascontiguousarray(data.books, dtype=np.float32),
+    }
+    n_inputs = len(data.features)
     owns = connect_ray(cfg)
     app_name = "raydesk-bench-inference"
     try:
         ingress = deploy(cfg, name=app_name)
-        models = {
-            "lgbm": serve.get_deployment_handle("LGBMModelDeployment", app_name),
-            "gru": serve.get_deployment_handle("GRUModelDeployment", app_name),
-        }
+        models = {f: serve.get_deployment_handle(DEPLOYMENT_NAMES[f], app_name) for f in families}
         url = f"http://127.0.0.1:{cfg.models.http_port}{ROUTE_PREFIX}"
         deadline_ms = cfg.models.deadline_ms
 
         def request(i: int, n: int = 1) -> dict[str, Any]:
             j = (i * n) % (n_inputs - n)
             return {"decision_ids": [f"b{i}-{k}" for k in range(n)],
-                    "features": feats[j:j + n], "windows": wins[j:j + n]}
+                    **{k: a[j:j + n] for k, a in inputs.items()}}
 
         def http_body(i: int, n: int = 1) -> bytes:
             r = request(i, n)
             return json.dumps({"decision_ids": r["decision_ids"],
-                               "features": r["features"].tolist(),
-                               "windows": r["windows"].tolist()}).encode()
+                               **{k: r[k].tolist() for k in inputs}}).encode()
 
         async def call(target: str, i: int, http: Any, n: int = 1) -> str:
             """One request of ``n`` decision points: "ok" (answered by the models),
@@ -790,7 +795,7 @@ def bench_inference(cfg: RaydeskConfig, rate: int = 1_000, duration_s: float = 5
                         out = await r.json()
                         return "fallback" if out["fallback"] else "ok"
                 r = request(i, n)
-                out = await models[target].predict.remote(r["features"], r["windows"])
+                out = await models[target].predict.remote(r[FAMILY_INPUTS[target]])
                 return "ok" if len(out["probs"]) == n else "rejected"
             except (BackPressureError, TimeoutError):
                 return "rejected"
@@ -854,8 +859,8 @@ def bench_inference(cfg: RaydeskConfig, rate: int = 1_000, duration_s: float = 5
         bodies = [http_body(i) for i in range(min(n_inputs, 512))]
         bodies_n = [http_body(i, batch_predictions) for i in range(64)]
         out: dict[str, Any] = {}
-        targets = [("ensemble", "ensemble"), ("ensemble_http", "http"), ("lgbm", "lgbm"),
-                   ("gru", "gru")]
+        targets = [("ensemble", "ensemble"), ("ensemble_http", "http"),
+                   *((f, f) for f in families)]
 
         async def measure_all() -> None:
             # one event loop for every call: Serve's throughput-optimised mode
@@ -883,11 +888,13 @@ def bench_inference(cfg: RaydeskConfig, rate: int = 1_000, duration_s: float = 5
         "name": "inference",
         **out,
         "deadline_ms": deadline_ms,
-        "inputs": {"distinct": n_inputs, "features": int(feats.shape[1]),
-                   "window": list(wins.shape[1:])},
-        "path": "driver -> DeploymentHandle (ensemble: EnsembleIngress.predict -> LGBM and GRU "
-                "deployments with @serve.batch; single models: the model deployment's predict) "
-                "and HTTP POST /ensemble (aiohttp, keep-alive); one decision point per request",
+        "inputs": {"distinct": n_inputs, "features": int(inputs["features"].shape[1]),
+                   "window": list(inputs["windows"].shape[1:]),
+                   "book_window": list(inputs["books"].shape[1:])},
+        "weights": {f: round(1.0 / len(families), 6) for f in families},
+        "path": "driver -> DeploymentHandle (ensemble: EnsembleIngress.predict -> one deployment "
+                "per family with @serve.batch, all called; single models: the model deployment's "
+                "predict) and HTTP POST /ensemble (aiohttp, keep-alive)",
         "goals": {"ensemble_p99_ms_at_1000_rps": 10, "max_predictions_per_s": 5_000},
         "cluster_cpus": ray_resources.get("CPU"),
         "serve_throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1",

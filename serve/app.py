@@ -2,9 +2,16 @@
 
 ::
 
-    caller ─► EnsembleIngress.predict ─┬─► LGBMModelDeployment.predict (@serve.batch) ─┐
-              (deadline, weights,       └─► GRUModelDeployment.predict  (@serve.batch) ─┴─► probs
-               fallback, metrics)
+    caller ─► EnsembleIngress.predict ─┬─► LGBMModelDeployment.predict        (features) ─┐
+              (deadline, weights,       ├─► XGBoostModelDeployment.predict     (features)  │
+               fallback, metrics)       ├─► GRUModelDeployment.predict         (windows)   ├─► probs
+                                        ├─► DeepLOBModelDeployment.predict     (books)     │
+                                        └─► TransformerModelDeployment.predict (books)  ───┘
+
+Each model deployment batches its calls with ``@serve.batch``. The families deployed are
+``families`` (default all five); a family with weight 0 is deployed but not called, so a
+``reconfigure`` can bring it in without a redeploy. ``weights`` default to those fitted on
+validation data at training (the registry's ``ENSEMBLE.json``).
 
 The import path is ``serve.app:build_app``; nothing runs at import time. Hot changes go through
 ``user_config`` (``reconfigure``): the ensemble weights and deadline on the ingress, the model
@@ -30,10 +37,10 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
@@ -41,7 +48,16 @@ from ray.util.metrics import Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from serve.ensemble import FALLBACK_PROBS, FAMILIES, combine, fallback_probs, normalise_weights
+from actors.book.book_window import BOOK_COLUMNS
+from serve.ensemble import (
+    FALLBACK_PROBS,
+    FAMILIES,
+    FAMILY_INPUTS,
+    TORCH_FAMILIES,
+    combine,
+    fallback_probs,
+    normalise_weights,
+)
 from serve.registry import ModelRecord, ModelRegistry
 from serve.shadow import ShadowLog
 
@@ -59,6 +75,14 @@ SHADOW_PREDICTIONS_METRIC = "raydesk_shadow_predictions"
 SHADOW_DISAGREEMENTS_METRIC = "raydesk_shadow_disagreements"
 SHADOW_FLUSH_S = 0.5  # the ingress appends queued shadow rows to its log this often
 LATENCY_BOUNDARIES_MS = [0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 2500]
+#: Serve deployment name of each family's model deployment.
+DEPLOYMENT_NAMES: dict[str, str] = {
+    "lgbm": "LGBMModelDeployment",
+    "xgboost": "XGBoostModelDeployment",
+    "gru": "GRUModelDeployment",
+    "deeplob": "DeepLOBModelDeployment",
+    "transformer": "TransformerModelDeployment",
+}
 
 
 def _maybe_json(value: Any) -> Any:
@@ -74,7 +98,7 @@ def _maybe_json(value: Any) -> Any:
 def _check_families(name: str, keys: Any) -> None:
     unknown = sorted(set(keys) - set(FAMILIES))
     if unknown:
-        raise ValueError(f"{name} keys must be in {sorted(FAMILIES)}, was {unknown!r}")
+        raise ValueError(f"{name} must name families in {sorted(FAMILIES)}, was {unknown!r}")
 
 
 def _valid_weights(cls: type, v: dict[str, float]) -> dict[str, float]:
@@ -92,9 +116,15 @@ class AppArgs(BaseModel):
     registry_path: str = Field(
         description="Model registry root; relative paths resolve against the builder's cwd."
     )
-    weights: dict[str, float] = Field(
-        default_factory=lambda: {"lgbm": 0.5, "gru": 0.5},
-        description="Ensemble weight per family (>= 0, positive sum; 0 = not called).",
+    families: list[str] = Field(
+        default_factory=lambda: list(FAMILIES),
+        min_length=1,
+        description="Model families to deploy, one deployment each.",
+    )
+    weights: dict[str, float] | None = Field(
+        None,
+        description="Ensemble weight per family (>= 0, positive sum; 0 = not called). None: "
+        "the registry's fitted weights (ENSEMBLE.json), else equal weights.",
     )
     deadline_ms: float = Field(250.0, gt=0, description="Per-request deadline, ms.")
     max_batch_size: int = Field(16, ge=1, description="@serve.batch max batch size.")
@@ -117,13 +147,39 @@ class AppArgs(BaseModel):
     def _json_text(cls, v: Any) -> Any:
         return _maybe_json(v)
 
-    _weights = field_validator("weights")(classmethod(_valid_weights))
-
-    @field_validator("versions")
+    @field_validator("families", mode="before")
     @classmethod
-    def _versions(cls, v: dict[str, str]) -> dict[str, str]:
-        _check_families("versions", v)
+    def _families_text(cls, v: Any) -> Any:
+        return json.loads(v) if isinstance(v, str) and v.startswith("[") else v
+
+    @field_validator("families")
+    @classmethod
+    def _families(cls, v: list[str]) -> list[str]:
+        _check_families("families", v)
+        if len(set(v)) != len(v):
+            raise ValueError(f"families must not repeat, was {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _keys(self) -> AppArgs:
+        for name, keys in (("weights", self.weights or {}), ("versions", self.versions)):
+            unknown = sorted(set(keys) - set(self.families))
+            if unknown:
+                raise ValueError(f"{name} keys must be in families {self.families}, was {unknown}")
+        if self.weights is not None:
+            normalise_weights(self.weights)
+        return self
+
+    def resolved_weights(self) -> dict[str, float]:
+        """Return the weights to serve: the given ones, else the registry's fitted ones
+        (restricted to ``families``), else equal weights over ``families``."""
+        if self.weights is not None:
+            return dict(self.weights)
+        fitted = ModelRegistry(self.registry_path).ensemble() or {}
+        w = {f: float(v) for f, v in (fitted.get("weights") or {}).items() if f in self.families}
+        if w and sum(w.values()) > 0:
+            return w
+        return {f: 1.0 for f in self.families}
 
     def model_user_config(self, family: str) -> dict[str, Any]:
         """Return the ``user_config`` of one model deployment."""
@@ -135,7 +191,7 @@ class AppArgs(BaseModel):
 
     def ingress_user_config(self) -> dict[str, Any]:
         """Return the ``user_config`` of the ingress."""
-        return {"weights": dict(self.weights), "deadline_ms": self.deadline_ms}
+        return {"weights": self.resolved_weights(), "deadline_ms": self.deadline_ms}
 
 
 class ModelUserConfig(BaseModel):
@@ -162,8 +218,14 @@ class IngressUserConfig(BaseModel):
 # ---------------------------------------------------------------------------------------------
 # model deployments
 # ---------------------------------------------------------------------------------------------
-class _ModelReplica:
+@serve.deployment(name="ModelDeployment")
+class ModelDeployment:
     """One model family in one replica: load / hot-swap from the registry, batched predict.
+
+    One class serves every family; :func:`build_app` names each family's deployment
+    (:data:`DEPLOYMENT_NAMES`). Call ``predict.remote(inputs)`` with the family's input
+    (:data:`~serve.ensemble.FAMILY_INPUTS`): ``features (N, F)``, ``windows (N, T, F)`` or
+    ``books (N, T_b, 40)``.
 
     The served (champion) version is the pinned ``user_config`` version, or the registry's
     production version when none is pinned. With ``registry_poll_s > 0`` a background task on
@@ -175,11 +237,21 @@ class _ModelReplica:
     same way and predicts every batch next to the champion; its failures never fail the batch.
     """
 
-    family: ClassVar[str] = ""
-
     def __init__(
-        self, registry_path: str, num_gpus: float = 0.0, registry_poll_s: float = 0.0
+        self,
+        family: str,
+        registry_path: str,
+        num_gpus: float = 0.0,
+        registry_poll_s: float = 0.0,
     ) -> None:
+        if family not in FAMILY_INPUTS:
+            raise ValueError(f"family must be one of {list(FAMILY_INPUTS)}, was {family!r}")
+        self.family = family
+        self._input = FAMILY_INPUTS[family]
+        if family in TORCH_FAMILIES:
+            import torch
+
+            torch.set_num_threads(1)  # deterministic inference; the replica owns its process
         self._registry = ModelRegistry(registry_path)
         self._num_gpus = float(num_gpus)
         self._poll_s = float(registry_poll_s)
@@ -237,7 +309,7 @@ class _ModelReplica:
 
         with torch_threads(1):
             model, record = load_from_registry(self._registry, self.family, version)
-        if self.family == "gru" and self._num_gpus > 0:
+        if self.family in TORCH_FAMILIES and self._num_gpus > 0:
             import torch
 
             if torch.cuda.is_available():
@@ -283,7 +355,7 @@ class _ModelReplica:
 
     # Serve hooks ----------------------------------------------------------------------------
     def _configure_batching(self, cfg: ModelUserConfig) -> None:
-        predict = self.predict  # type: ignore[attr-defined]
+        predict = self.predict
         if cfg.max_batch_size is not None:
             predict.set_max_batch_size(cfg.max_batch_size)
         if cfg.batch_wait_timeout_s is not None:
@@ -308,7 +380,7 @@ class _ModelReplica:
 
     def describe(self) -> dict[str, Any]:
         """Return the family, served and shadow versions, load errors, pid and settings."""
-        predict = self.predict  # type: ignore[attr-defined]
+        predict = self.predict
         return {
             "family": self.family,
             "version": self._current[1].version if self._current else None,
@@ -324,20 +396,26 @@ class _ModelReplica:
 
     # predicting -----------------------------------------------------------------------------
     def _run(self, model: Any, stacked: np.ndarray) -> np.ndarray:
-        if self.family == "gru":
-            return model.predict_proba(None, stacked)
-        return model.predict_proba(stacked, None)
+        if self._input == "features":
+            return model.predict_proba(stacked, None)
+        return model.predict_proba(None, stacked)
 
-    def _predict_batch(
-        self, features: list[np.ndarray | None], windows: list[np.ndarray | None]
-    ) -> list[dict[str, Any]]:
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def predict(self, inputs: list[np.ndarray | None]) -> list[dict[str, Any]]:
+        """Return ``{"probs": (N, 3), "version": str}`` per request (batched by Serve).
+
+        Each request's ``inputs`` is the family's input array (see the class docstring).
+        With a shadow version loaded, each item also has ``"shadow": {"version", "probs"}``.
+        """
+        return self._predict_batch(inputs)
+
+    def _predict_batch(self, inputs: list[np.ndarray | None]) -> list[dict[str, Any]]:
         self._start_poller()
         if self._current is None:
             self._sync(strict=True)
         assert self._current is not None
         model, record = self._current
         shadow = self._shadow
-        inputs = windows if self.family == "gru" else features
         sizes = [0 if a is None else int(np.shape(a)[0]) for a in inputs]
         t0 = time.perf_counter_ns()
         parts = [a for a in inputs if a is not None and np.shape(a)[0] > 0]
@@ -364,85 +442,59 @@ class _ModelReplica:
         return out
 
 
-@serve.deployment(name="LGBMModelDeployment")
-class LGBMModelDeployment(_ModelReplica):
-    """LightGBM on the feature vectors; call ``predict.remote(features (N, F), None)``."""
-
-    family: ClassVar[str] = "lgbm"
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
-    async def predict(
-        self, features: list[np.ndarray | None], windows: list[np.ndarray | None]
-    ) -> list[dict[str, Any]]:
-        """Return ``{"probs": (N, 3), "version": str}`` per request (batched by Serve).
-
-        With a shadow version loaded, each item also has ``"shadow": {"version", "probs"}``.
-        """
-        return self._predict_batch(features, windows)
-
-
-@serve.deployment(name="GRUModelDeployment")
-class GRUModelDeployment(_ModelReplica):
-    """Torch GRU on the feature windows; call ``predict.remote(None, windows (N, T, F))``."""
-
-    family: ClassVar[str] = "gru"
-
-    def __init__(
-        self, registry_path: str, num_gpus: float = 0.0, registry_poll_s: float = 0.0
-    ) -> None:
-        import torch
-
-        torch.set_num_threads(1)  # deterministic inference; the replica owns its process
-        super().__init__(registry_path, num_gpus, registry_poll_s)
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
-    async def predict(
-        self, features: list[np.ndarray | None], windows: list[np.ndarray | None]
-    ) -> list[dict[str, Any]]:
-        """Return ``{"probs": (N, 3), "version": str}`` per request (batched by Serve).
-
-        With a shadow version loaded, each item also has ``"shadow": {"version", "probs"}``.
-        """
-        return self._predict_batch(features, windows)
-
-
 # ---------------------------------------------------------------------------------------------
 # ingress
 # ---------------------------------------------------------------------------------------------
-def validate_request(request: Any) -> tuple[list[str], np.ndarray, np.ndarray, float | None]:
-    """Check a predict request; return ``(decision_ids, features, windows, deadline_ms)``.
+def validate_request(
+    request: Any, fields: tuple[str, ...] | list[str] = ("features", "windows")
+) -> tuple[list[str], dict[str, np.ndarray], float | None]:
+    """Check a predict request; return ``(decision_ids, arrays, deadline_ms)``.
+
+    ``fields`` are the inputs the called families read (``features``, ``windows``,
+    ``books``); each must be present. ``features`` is ``(N, F)``, ``windows`` ``(N, T, F)``
+    with the same ``F`` when both are given, ``books`` ``(N, T_b, 40)``; all share ``N``.
 
     Raises:
         ValueError: naming the field, the rule and the value.
     """
     if not isinstance(request, dict):
         raise ValueError(f"request must be a dict, was {type(request).__name__}")
-    for key in ("features", "windows"):
+    arrays: dict[str, np.ndarray] = {}
+    for key in fields:
         if key not in request:
             raise ValueError(f"request.{key} must be present, was missing")
-    try:
-        x = np.asarray(request["features"], dtype=np.float32)
-        w = np.asarray(request["windows"], dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"request.features/windows must be numeric arrays, was {exc}") from None
-    if x.ndim != 2:
-        raise ValueError(f"request.features must have shape (N, F), was {x.shape}")
-    if w.ndim != 3 or w.shape[0] != x.shape[0] or w.shape[2] != x.shape[1]:
-        raise ValueError(
-            f"request.windows must have shape ({x.shape[0]}, T, {x.shape[1]}), was {w.shape}"
-        )
+        try:
+            arrays[key] = np.asarray(request[key], dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"request.{key} must be a numeric array, was {exc}") from None
+    want = {"features": 2, "windows": 3, "books": 3}
+    n: int | None = None
+    for key, a in arrays.items():
+        rule = {"features": "(N, F)", "windows": "(N, T, F)", "books": "(N, T_b, 40)"}[key]
+        if a.ndim != want[key] or (key == "books" and a.shape[2] != BOOK_COLUMNS):
+            raise ValueError(f"request.{key} must have shape {rule}, was {a.shape}")
+        if n is not None and a.shape[0] != n:
+            raise ValueError(f"request.{key} must have {n} rows like the other inputs, "
+                             f"was {a.shape[0]}")
+        n = int(a.shape[0])
+    if "features" in arrays and "windows" in arrays:
+        f = arrays["features"].shape[1]
+        if arrays["windows"].shape[2] != f:
+            raise ValueError(f"request.windows must have shape (N, T, {f}), "
+                             f"was {arrays['windows'].shape}")
+    n = n or 0
     ids = request.get("decision_ids")
     if ids is None:
-        ids = [str(i) for i in range(x.shape[0])]
-    elif not isinstance(ids, list | tuple) or len(ids) != x.shape[0]:
-        n = len(ids) if isinstance(ids, list | tuple) else type(ids).__name__
-        raise ValueError(f"request.decision_ids must be a list of {x.shape[0]} ids, was {n}")
+        ids = [str(i) for i in range(n)]
+    elif not isinstance(ids, list | tuple) or len(ids) != n:
+        got = len(ids) if isinstance(ids, list | tuple) else type(ids).__name__
+        raise ValueError(f"request.decision_ids must be a list of {n} ids, was {got}")
     deadline = request.get("deadline_ms")
     if deadline is not None:
         if isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline <= 0:
             raise ValueError(f"request.deadline_ms must be a number > 0, was {deadline!r}")
         deadline = float(deadline)
-    return [str(i) for i in ids], x, w, deadline
+    return [str(i) for i in ids], arrays, deadline
 
 
 async def _await(resp: DeploymentResponse) -> tuple[Any, int]:
@@ -461,22 +513,22 @@ class EnsembleIngress:
     :data:`SHADOW_FLUSH_S`; they never enter ``probs``.
 
     Args:
-        lgbm: Handle of :data:`LGBMModelDeployment`.
-        gru: Handle of :data:`GRUModelDeployment`.
+        handles: Family → handle of its :class:`ModelDeployment`.
         shadow_log_dir: Directory of the shadow log (None = no log).
     """
 
     def __init__(
-        self, lgbm: DeploymentHandle, gru: DeploymentHandle, shadow_log_dir: str | None = None
+        self, handles: dict[str, DeploymentHandle], shadow_log_dir: str | None = None
     ) -> None:
-        self._handles: dict[str, DeploymentHandle] = {"lgbm": lgbm, "gru": gru}
+        _check_families("handles", handles)
+        self._handles: dict[str, DeploymentHandle] = dict(handles)
         self._shadow_log = (
             ShadowLog(Path(shadow_log_dir) / f"shadow-{os.getpid()}.jsonl")
             if shadow_log_dir
             else None
         )
         self._flusher: asyncio.Task[None] | None = None
-        self._weights = normalise_weights({"lgbm": 0.5, "gru": 0.5})
+        self._weights = normalise_weights({f: 1.0 for f in self._handles})
         self._deadline_ms = 250.0
         self._latency = Histogram(
             LATENCY_METRIC,
@@ -508,6 +560,11 @@ class EnsembleIngress:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply ``{"weights": {family: w}, "deadline_ms": float}``."""
         cfg = IngressUserConfig.model_validate(user_config or {})
+        unknown = sorted(set(cfg.weights) - set(self._handles))
+        if unknown:
+            raise ValueError(
+                f"weights keys must be deployed families {sorted(self._handles)}, was {unknown}"
+            )
         self._weights = normalise_weights(cfg.weights)
         self._deadline_ms = cfg.deadline_ms
         logger.info("ensemble weights %s deadline %.1f ms", self._weights, self._deadline_ms)
@@ -576,7 +633,9 @@ class EnsembleIngress:
 
         Args:
             request: ``{"decision_ids": [str], "features": (N, F) float32,
-                "windows": (N, T, F) float32, "deadline_ms": float (optional)}``.
+                "windows": (N, T, F) float32, "books": (N, T_b, 40) float32,
+                "deadline_ms": float (optional)}``; only the inputs of the called families
+                (weight > 0) are required.
 
         Returns:
             ``{"decision_ids", "probs": (N, 3), "per_model": {family: (N, 3)},
@@ -588,16 +647,16 @@ class EnsembleIngress:
             ValueError: a malformed request (naming the field, rule and value).
         """
         t0 = time.perf_counter_ns()
-        ids, x, w, deadline_ms = validate_request(request)
-        deadline_s = (deadline_ms if deadline_ms is not None else self._deadline_ms) / 1e3
         weights = {f: v for f, v in self._weights.items() if v > 0}
-        n = x.shape[0]
+        fields = tuple(dict.fromkeys(FAMILY_INPUTS[f] for f in weights))
+        ids, arrays, deadline_ms = validate_request(request, fields)
+        deadline_s = (deadline_ms if deadline_ms is not None else self._deadline_ms) / 1e3
+        n = len(ids)
         if n == 0:
             return self._response(ids, np.empty((0, 3)), {}, {}, {}, None, t0)
         calls: dict[str, DeploymentResponse] = {}
         for family in weights:
-            args = (None, w) if family == "gru" else (x, None)
-            calls[family] = self._handles[family].predict.remote(*args)
+            calls[family] = self._handles[family].predict.remote(arrays[FAMILY_INPUTS[family]])
         tasks = {f: asyncio.ensure_future(_await(r)) for f, r in calls.items()}
         remaining = deadline_s - (time.perf_counter_ns() - t0) / 1e9
         done, pending = await asyncio.wait(tasks.values(), timeout=max(0.0, remaining))
@@ -657,7 +716,8 @@ class EnsembleIngress:
         }
 
     async def __call__(self, http_request: Request) -> JSONResponse:
-        """HTTP: POST JSON ``{"features": [[...]], "windows": [[[...]]]}`` → JSON lists."""
+        """HTTP: POST JSON ``{"features": [[...]], "windows": [[[...]]], "books": [[[...]]]}``
+        → JSON lists."""
         try:
             body = await http_request.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -699,26 +759,23 @@ def build_app(args: dict[str, Any]) -> Application:
     """
     a = AppArgs.model_validate(args)
     registry = str(Path(a.registry_path).expanduser().resolve())
+    a = a.model_copy(update={"registry_path": registry})
     shadow_dir = str(Path(a.shadow_log_dir).expanduser().resolve()) if a.shadow_log_dir else None
-    cpu = {"num_cpus": a.num_cpus, "num_gpus": 0.0}
-    gpu = {"num_cpus": a.num_cpus, "num_gpus": a.num_gpus}
     ongoing = max(2 * a.max_batch_size, 2)
     queued = 8 * a.max_batch_size
-    lgbm = LGBMModelDeployment.options(
-        ray_actor_options=cpu,
-        max_ongoing_requests=ongoing,
-        max_queued_requests=queued,
-        user_config=a.model_user_config("lgbm"),
-    ).bind(registry, 0.0, a.registry_poll_s)
-    gru = GRUModelDeployment.options(
-        ray_actor_options=gpu,
-        max_ongoing_requests=ongoing,
-        max_queued_requests=queued,
-        user_config=a.model_user_config("gru"),
-    ).bind(registry, a.num_gpus, a.registry_poll_s)
+    handles = {}
+    for family in a.families:
+        gpus = a.num_gpus if family in TORCH_FAMILIES else 0.0
+        handles[family] = ModelDeployment.options(
+            name=DEPLOYMENT_NAMES[family],
+            ray_actor_options={"num_cpus": a.num_cpus, "num_gpus": gpus},
+            max_ongoing_requests=ongoing,
+            max_queued_requests=queued,
+            user_config=a.model_user_config(family),
+        ).bind(family, registry, gpus, a.registry_poll_s)
     return EnsembleIngress.options(
-        ray_actor_options=cpu,
+        ray_actor_options={"num_cpus": a.num_cpus, "num_gpus": 0.0},
         max_ongoing_requests=max(4 * a.max_batch_size, 8),
         max_queued_requests=16 * a.max_batch_size,
         user_config=a.ingress_user_config(),
-    ).bind(lgbm, gru, shadow_dir)
+    ).bind(handles, shadow_dir)

@@ -18,7 +18,7 @@ from ray.serve.handle import DeploymentHandle
 
 from actors.core.views import DecisionPoint
 from cluster.config import RaydeskConfig
-from serve.app import AppArgs, build_app
+from serve.app import DEPLOYMENT_NAMES, AppArgs, build_app
 
 ROUTE_PREFIX = "/ensemble"
 IMPORT_PATH = "serve.app:build_app"
@@ -39,7 +39,8 @@ def app_args_from_config(
     m = cfg.models
     args = AppArgs(
         registry_path=str(Path(m.registry_path).expanduser().resolve()),
-        weights=dict(m.weights),
+        families=list(m.families),
+        weights=dict(m.weights) if m.weights is not None else None,
         deadline_ms=m.deadline_ms,
         max_batch_size=m.max_batch_size,
         batch_wait_timeout_s=m.batch_wait_timeout_s,
@@ -93,7 +94,8 @@ def serve_app_config(
     Args:
         cfg: The config.
         name: Application name.
-        weights: Ensemble weights (default ``models.weights``).
+        weights: Ensemble weights (default ``models.weights``; when that is None, the
+            registry's fitted weights at the time of the call).
         versions: Family → version (None or missing = production).
         deadline_ms: Default per-request deadline (default ``models.deadline_ms``).
 
@@ -104,7 +106,7 @@ def serve_app_config(
     app = AppArgs.model_validate(
         {
             **args,
-            "weights": dict(weights if weights is not None else args["weights"]),
+            "weights": dict(weights) if weights is not None else args["weights"],
             "versions": {k: v for k, v in (versions or {}).items() if v is not None},
             "deadline_ms": deadline_ms if deadline_ms is not None else args["deadline_ms"],
         }
@@ -116,8 +118,10 @@ def serve_app_config(
         "args": args,
         "deployments": [
             {"name": "EnsembleIngress", "user_config": app.ingress_user_config()},
-            {"name": "LGBMModelDeployment", "user_config": app.model_user_config("lgbm")},
-            {"name": "GRUModelDeployment", "user_config": app.model_user_config("gru")},
+            *(
+                {"name": DEPLOYMENT_NAMES[f], "user_config": app.model_user_config(f)}
+                for f in app.families
+            ),
         ],
     }
 
@@ -132,21 +136,22 @@ def request_from_decisions(
         deadline_ms: Per-request deadline (default: the app's ``deadline_ms``).
 
     Returns:
-        ``{"decision_ids", "features": (N, F) float32, "windows": (N, T, F) float32}``
-        (plus ``deadline_ms`` when given).
+        ``{"decision_ids", "features": (N, F) float32, "windows": (N, T, F) float32,
+        "books": (N, T_b, 40) float32}`` (plus ``deadline_ms`` when given).
 
     Raises:
         ValueError: no decisions, or decisions of different shapes.
     """
     if not decisions:
         raise ValueError("decisions must hold at least one decision point, was empty")
-    shapes = {(d.features.shape, d.window.shape) for d in decisions}
+    shapes = {(d.features.shape, d.window.shape, d.book.shape) for d in decisions}
     if len(shapes) != 1:
-        raise ValueError(f"decisions must share feature/window shapes, was {sorted(shapes)}")
+        raise ValueError(f"decisions must share feature/window/book shapes, was {sorted(shapes)}")
     request: dict[str, Any] = {
         "decision_ids": [d.decision_id for d in decisions],
         "features": np.stack([d.features for d in decisions]).astype(np.float32, copy=False),
         "windows": np.stack([d.window for d in decisions]).astype(np.float32, copy=False),
+        "books": np.stack([d.book for d in decisions]).astype(np.float32, copy=False),
     }
     if deadline_ms is not None:
         request["deadline_ms"] = float(deadline_ms)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from actors.book.book_window import BOOK_COLUMNS
 from actors.book.engine import SymbolEngine
 from actors.book.features import FEATURE_NAMES, FEATURE_SPEC_HASH
 from actors.core.clock import SimClock
@@ -40,6 +41,7 @@ class TrainingSet:
     Attributes:
         features: ``(N, F)`` float32 feature vectors.
         windows: ``(N, T, F)`` float32 feature windows (oldest first).
+        books: ``(N, T_b, 40)`` float32 raw book windows (``actors.book.book_window``).
         labels: ``(N,)`` int64 class per sample: 0=down, 1=flat, 2=up.
         returns_bps: ``(N,)`` float64 mid return to the label point, bps.
         ts_event: ``(N,)`` int64 exchange time of each decision point.
@@ -52,6 +54,7 @@ class TrainingSet:
 
     features: np.ndarray
     windows: np.ndarray
+    books: np.ndarray
     labels: np.ndarray
     returns_bps: np.ndarray
     ts_event: np.ndarray
@@ -70,6 +73,7 @@ class TrainingSet:
         return TrainingSet(
             features=self.features[sel],
             windows=self.windows[sel],
+            books=self.books[sel],
             labels=self.labels[sel],
             returns_bps=self.returns_bps[sel],
             ts_event=self.ts_event[sel],
@@ -150,6 +154,7 @@ class _SymbolTrace:
     valid_at: list[int]  # positions (in mids/ts) of valid decisions
     features: list[np.ndarray]
     windows: list[np.ndarray]
+    books: list[np.ndarray]
     order: list[int]  # global sample order key of each valid decision
 
 
@@ -187,7 +192,7 @@ def build_training_set(
         ins.symbol: SymbolEngine(ins, cfg.book, cfg.features, SimClock(TRAIN_START_NS))
         for ins in instruments
     }
-    traces = {s: _SymbolTrace([], [], [], [], [], []) for s in engines}
+    traces = {s: _SymbolTrace([], [], [], [], [], [], []) for s in engines}
     step_ns = int(round(cfg.feed.batch_interval_ms * 1_000_000))
     steps = max(1, int(np.ceil(seconds * 1e9 / step_ns)))
     report_every = max(1, steps // 100)
@@ -213,6 +218,7 @@ def build_training_set(
                 tr.valid_at.append(len(tr.mids))
                 tr.features.append(d.features)
                 tr.windows.append(d.window)
+                tr.books.append(d.book)
                 tr.order.append(order)
                 order += 1
             tr.mids.append(float(d.meta.get("mid", np.nan)))
@@ -229,7 +235,10 @@ def _assemble(
     horizon = cfg.models.horizon
     n_f = len(FEATURE_NAMES)
     t_w = cfg.features.window
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("f", "w", "r", "ts", "lts", "o", "s")}
+    t_b = cfg.features.book_window
+    parts: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("f", "w", "b", "r", "ts", "lts", "o", "s")
+    }
     for sym, tr in traces.items():
         if not tr.valid_at:
             continue
@@ -246,6 +255,7 @@ def _assemble(
         p, tgt = pos[idx], target[idx]
         parts["f"].append(np.stack([tr.features[i] for i in idx]).astype(np.float32))
         parts["w"].append(np.stack([tr.windows[i] for i in idx]).astype(np.float32))
+        parts["b"].append(np.stack([tr.books[i] for i in idx]).astype(np.float32))
         parts["r"].append(forward_returns_bps(mids, horizon)[p])
         parts["ts"].append(ts[p])
         parts["lts"].append(ts[tgt])
@@ -255,6 +265,7 @@ def _assemble(
         return TrainingSet(
             features=np.empty((0, n_f), np.float32),
             windows=np.empty((0, t_w, n_f), np.float32),
+            books=np.empty((0, t_b, BOOK_COLUMNS), np.float32),
             labels=np.empty(0, np.int64),
             returns_bps=np.empty(0, np.float64),
             ts_event=np.empty(0, np.int64),
@@ -269,6 +280,7 @@ def _assemble(
     return TrainingSet(
         features=np.ascontiguousarray(np.concatenate(parts["f"])[sort]),
         windows=np.ascontiguousarray(np.concatenate(parts["w"])[sort]),
+        books=np.ascontiguousarray(np.concatenate(parts["b"])[sort]),
         labels=label_returns(returns, cfg.models.flat_threshold_bps),
         returns_bps=returns,
         ts_event=np.concatenate(parts["ts"])[sort],

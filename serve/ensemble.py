@@ -10,7 +10,19 @@ from collections.abc import Mapping
 
 import numpy as np
 
-FAMILIES: tuple[str, ...] = ("lgbm", "gru")  # model families the ensemble combines
+#: Model families the ensemble can combine, and the request field each one reads:
+#: ``features (N, F)``, ``windows (N, T, F)`` (feature windows) or ``books (N, T_b, 40)``
+#: (raw book windows, ``actors.book.book_window``).
+FAMILY_INPUTS: dict[str, str] = {
+    "lgbm": "features",
+    "xgboost": "features",
+    "gru": "windows",
+    "deeplob": "books",
+    "transformer": "books",
+}
+FAMILIES: tuple[str, ...] = tuple(FAMILY_INPUTS)
+#: Families that run torch (placed on a GPU when ``num_gpus`` > 0).
+TORCH_FAMILIES: tuple[str, ...] = ("gru", "deeplob", "transformer")
 #: Probabilities used when no timely model answer exists: "flat", i.e. do nothing.
 FALLBACK_PROBS: tuple[float, float, float] = (0.0, 1.0, 0.0)
 

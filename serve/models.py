@@ -1,9 +1,14 @@
-"""Model families of the ensemble: LightGBM on the feature vector, a GRU on the feature window.
+"""Model families on the engineered features: LightGBM on the vector, a GRU on the window.
+
+The raw-book families (``deeplob``, ``transformer``) and XGBoost live in
+:mod:`serve.lob_models`; :func:`model_classes` lists all five, and the registry glue here
+(:func:`load_model`, :func:`save_model`) serves every family.
 
 Both predict the 3-class mid move (0=down, 1=flat, 2=up) as probabilities ``(N, 3)`` float64
 through one signature, ``predict_proba(features, windows)``; each family ignores the input it
 does not use. Both train deterministically (fixed seeds, one thread) and serialise to plain
-bytes without pickle, so the registry version (a content hash) is reproducible:
+bytes without pickle, so the registry version (a content hash) is reproducible. Each carries
+a softmax ``temperature`` (1.0 until calibrated on validation data) in its ``model.json``:
 
 * ``lgbm``: ``model.txt`` (LightGBM's text model) + ``model.json``;
 * ``gru``: ``model.json`` (architecture, normalisation stats, tensor manifest) +
@@ -17,6 +22,7 @@ predictions silently wrong.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar, Protocol
@@ -120,6 +126,21 @@ def _normalise_rows(p: np.ndarray) -> np.ndarray:
     return p / s
 
 
+def _check_temperature(temperature: float) -> float:
+    t = float(temperature)
+    if not math.isfinite(t) or t <= 0:
+        raise ValidationError("temperature", "finite and > 0", temperature)
+    return t
+
+
+def _tempered(p: np.ndarray, temperature: float) -> np.ndarray:
+    """Return ``softmax(log p / T)`` row-wise (``p`` unchanged when ``T`` is 1)."""
+    if temperature == 1.0:
+        return p
+    z = np.log(np.clip(p, 1e-12, None)) / temperature
+    return np.exp(z - z.max(axis=1, keepdims=True))
+
+
 def _json_bytes(data: Mapping[str, Any]) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
@@ -139,11 +160,21 @@ class LGBMModel:
     family: ClassVar[str] = "lgbm"
 
     def __init__(
-        self, booster: lgb.Booster, feature_names: tuple[str, ...], params: dict[str, Any]
+        self,
+        booster: lgb.Booster,
+        feature_names: tuple[str, ...],
+        params: dict[str, Any],
+        temperature: float = 1.0,
     ) -> None:
         self.booster = booster
         self.feature_names = tuple(feature_names)
         self._params = dict(params)
+        self.temperature = _check_temperature(temperature)
+
+    def with_temperature(self, temperature: float) -> LGBMModel:
+        """Set the softmax temperature on the log-probabilities (calibration); returns self."""
+        self.temperature = _check_temperature(temperature)
+        return self
 
     @staticmethod
     def default_params(seed: int) -> dict[str, Any]:
@@ -229,7 +260,8 @@ class LGBMModel:
         if x.shape[0] == 0:
             return np.empty((0, N_CLASSES), dtype=np.float64)
         p = self.booster.predict(x, num_iteration=self._params.get("best_iteration"), num_threads=1)
-        return _normalise_rows(np.asarray(p).reshape(x.shape[0], N_CLASSES))
+        p = np.asarray(p, dtype=np.float64).reshape(x.shape[0], N_CLASSES)
+        return _normalise_rows(_tempered(p, self.temperature))
 
     def params(self) -> dict[str, Any]:
         """Return the training parameters."""
@@ -238,7 +270,11 @@ class LGBMModel:
     def to_files(self) -> dict[str, bytes]:
         """Return ``model.txt`` (LightGBM text model) and ``model.json``."""
         text = self.booster.model_to_string(num_iteration=self._params.get("best_iteration"))
-        meta = {"family": self.family, "feature_names": list(self.feature_names)}
+        meta = {
+            "family": self.family,
+            "feature_names": list(self.feature_names),
+            "temperature": self.temperature,
+        }
         return {"model.txt": text.encode(), "model.json": _json_bytes(meta)}
 
     @classmethod
@@ -246,7 +282,8 @@ class LGBMModel:
         """Rebuild a model from :meth:`to_files` output."""
         meta = json.loads(files["model.json"])
         booster = lgb.Booster(model_str=files["model.txt"].decode())
-        return cls(booster, tuple(meta["feature_names"]), params)
+        temperature = float(meta.get("temperature", 1.0))
+        return cls(booster, tuple(meta["feature_names"]), params, temperature)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,6 +324,7 @@ class GRUModel:
         window: int,
         feature_names: tuple[str, ...],
         params: dict[str, Any],
+        temperature: float = 1.0,
     ) -> None:
         self.net = net.eval()
         self.mean = np.asarray(mean, dtype=np.float32)
@@ -294,7 +332,13 @@ class GRUModel:
         self.window = int(window)
         self.feature_names = tuple(feature_names)
         self._params = dict(params)
+        self.temperature = _check_temperature(temperature)
         self.device = torch.device("cpu")
+
+    def with_temperature(self, temperature: float) -> GRUModel:
+        """Set the softmax temperature on the logits (calibration); returns self."""
+        self.temperature = _check_temperature(temperature)
+        return self
 
     def to(self, device: str | torch.device) -> GRUModel:
         """Move the network to ``device`` (e.g. ``"cuda"``) for inference; returns self."""
@@ -377,7 +421,7 @@ class GRUModel:
             return np.empty((0, N_CLASSES), dtype=np.float64)
         x = torch.from_numpy(self._normalise(w).astype(np.float32)).to(self.device)
         with torch_threads(1), torch.inference_mode():
-            p = torch.softmax(self.net(x).double(), dim=1).cpu().numpy()
+            p = torch.softmax(self.net(x).double() / self.temperature, dim=1).cpu().numpy()
         return _normalise_rows(p)
 
     def params(self) -> dict[str, Any]:
@@ -407,6 +451,7 @@ class GRUModel:
             "hidden": int(self.net.gru.hidden_size),
             "window": self.window,
             "feature_names": list(self.feature_names),
+            "temperature": self.temperature,
             "dtype": "<f4",
             "tensors": manifest,
         }
@@ -432,13 +477,18 @@ class GRUModel:
             int(meta["window"]),
             tuple(meta["feature_names"]),
             params,
+            float(meta.get("temperature", 1.0)),
         )
 
 
 # ---------------------------------------------------------------------------------------------
 # registry glue
 # ---------------------------------------------------------------------------------------------
-MODEL_CLASSES: dict[str, type[LGBMModel] | type[GRUModel]] = {"lgbm": LGBMModel, "gru": GRUModel}
+def model_classes() -> dict[str, Any]:
+    """Return family → model class for every family in ``serve.ensemble.FAMILIES``."""
+    from serve.lob_models import LOB_MODEL_CLASSES  # imports this module: resolved lazily
+
+    return {"lgbm": LGBMModel, "gru": GRUModel, **LOB_MODEL_CLASSES}
 
 
 def check_feature_spec(record: ModelRecord, live_hash: str | None = None) -> None:
@@ -453,7 +503,7 @@ def check_feature_spec(record: ModelRecord, live_hash: str | None = None) -> Non
         raise FeatureSpecMismatch(record.family, record.version, record.feature_spec_hash, expected)
 
 
-def load_model(record: ModelRecord, live_hash: str | None = None) -> LGBMModel | GRUModel:
+def load_model(record: ModelRecord, live_hash: str | None = None) -> Any:
     """Load the model of a registry record after checking its feature spec hash.
 
     Raises:
@@ -462,9 +512,10 @@ def load_model(record: ModelRecord, live_hash: str | None = None) -> LGBMModel |
         RegistryError: unknown family or missing artifact files.
     """
     check_feature_spec(record, live_hash)
-    cls = MODEL_CLASSES.get(record.family)
+    classes = model_classes()
+    cls = classes.get(record.family)
     if cls is None:
-        raise RegistryError(f"family must be one of {list(MODEL_CLASSES)}, was {record.family!r}")
+        raise RegistryError(f"family must be one of {list(classes)}, was {record.family!r}")
     try:
         files = {name: record.read_file(name) for name in record.files}
     except OSError as exc:
@@ -479,7 +530,7 @@ def load_from_registry(
     family: str,
     version: str | None = None,
     live_hash: str | None = None,
-) -> tuple[LGBMModel | GRUModel, ModelRecord]:
+) -> tuple[Any, ModelRecord]:
     """Load ``family`` at ``version`` (default: production) from a registry.
 
     Returns:
@@ -504,7 +555,7 @@ def load_from_registry(
 
 def save_model(
     registry: ModelRegistry,
-    model: LGBMModel | GRUModel,
+    model: Any,
     *,
     metrics: Mapping[str, Any],
     feature_spec_hash: str,

@@ -6,6 +6,7 @@ Layout::
     <root>/<family>/<version>/<artifact files>
     <root>/<family>/PRODUCTION.json           # {"version": ..., "history": [older, ...]}
     <root>/<family>/SHADOW.json               # {"version": ...}: the challenger run in shadow
+    <root>/ENSEMBLE.json                      # ensemble weights fitted on validation data
 
 The version is the first 12 hex digits of a sha256 over the artifact files (names and bytes),
 so the same training produces the same version and saving it twice is a no-op. Versions are
@@ -34,6 +35,7 @@ from typing import Any
 METADATA_FILE = "metadata.json"
 PRODUCTION_FILE = "PRODUCTION.json"
 SHADOW_FILE = "SHADOW.json"
+ENSEMBLE_FILE = "ENSEMBLE.json"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -340,6 +342,51 @@ class ModelRegistry:
         previous = self._read_json(path).get("version")
         path.unlink(missing_ok=True)
         return str(previous) if previous else None
+
+    def set_ensemble(
+        self,
+        weights: Mapping[str, float],
+        versions: Mapping[str, str],
+        metrics: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Record ensemble weights fitted for these family versions (``ENSEMBLE.json``).
+
+        Args:
+            weights: Family → weight (>= 0, positive sum).
+            versions: Family → the version the weights were fitted with.
+            metrics: Validation metrics of the fit (log loss, accuracy, ...).
+
+        Returns:
+            The record written.
+
+        Raises:
+            ValueError: a negative or non-finite weight, no positive weight, or a weight for a
+                family without a version.
+        """
+        for fam, w in weights.items():
+            _check_name("family", fam)
+            if not (isinstance(w, int | float) and w >= 0 and w == w and w != float("inf")):
+                raise ValueError(f"weights[{fam}] must be a finite number >= 0, was {w!r}")
+            if fam not in versions:
+                raise ValueError(f"versions must name a version for {fam}, was {dict(versions)}")
+        if sum(weights.values()) <= 0:
+            raise ValueError(f"weights must have a positive sum, was {dict(weights)!r}")
+        blob = {
+            "weights": {k: float(v) for k, v in weights.items()},
+            "versions": {k: str(v) for k, v in versions.items()},
+            "metrics": dict(metrics or {}),
+            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        self.root.mkdir(parents=True, exist_ok=True)
+        _atomic_write(
+            self.root / ENSEMBLE_FILE, (json.dumps(blob, indent=2, sort_keys=True) + "\n").encode()
+        )
+        return blob
+
+    def ensemble(self) -> dict[str, Any] | None:
+        """Return the ``ENSEMBLE.json`` record (weights, versions, metrics), None when absent."""
+        data = self._read_json(self.root / ENSEMBLE_FILE)
+        return data or None
 
     # reading --------------------------------------------------------------------------------
     def get(self, family: str, version: str) -> ModelRecord:

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,9 +26,10 @@ from rich.progress import (
 
 from cluster.config import RaydeskConfig
 from serve.dataset import TrainingSet, build_training_set
-from serve.ensemble import combine
+from serve.ensemble import FAMILY_INPUTS, combine
+from serve.evaluation import fit_temperature, fit_weights, macro_f1
+from serve.lob_models import DeepLOBModel, TransformerModel, XGBModel
 from serve.models import (
-    FAMILIES,
     GRUModel,
     LGBMModel,
     check_feature_spec,
@@ -104,20 +106,163 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, float], Callable[[float]
         yield task
 
 
+def _train_family(
+    family: str,
+    cfg: RaydeskConfig,
+    train: TrainingSet,
+    task: Callable[[str, float], Callable[[float], None]],
+) -> Any:
+    """Train one family on ``train`` (its later part decides early stopping / best epoch)."""
+    m = cfg.models
+    names = train.feature_names
+    fit, stop = train.split_by_time(EARLY_STOP_FRACTION)
+    progress = task(f"train {family}")
+    if family == "lgbm":
+        return LGBMModel.train(
+            fit.features, fit.labels, trees=m.lgbm_trees, seed=m.train_seed,
+            feature_names=names, early_stopping=(stop.features, stop.labels), progress=progress,
+        )
+    if family == "xgboost":
+        model = XGBModel.train(
+            fit.features, fit.labels, trees=m.xgb_trees, seed=m.train_seed, feature_names=names,
+            early_stopping=(stop.features, stop.labels),
+        )
+        progress(1.0)
+        return model
+    if family == "gru":
+        return GRUModel.train(
+            train.windows, train.labels, hidden=m.torch_hidden, epochs=m.torch_epochs,
+            seed=m.train_seed, feature_names=names, progress=progress,
+        )
+    if family == "deeplob":
+        w = m.lob_width
+        return DeepLOBModel.train(
+            fit.books, fit.labels, epochs=m.torch_epochs, seed=m.train_seed,
+            validation=(stop.books, stop.labels), device="cpu", progress=progress,
+            conv_channels=w, inception_channels=2 * w, lstm=2 * w,
+        )
+    if family == "transformer":
+        return TransformerModel.train(
+            fit.books, fit.labels, epochs=m.torch_epochs, seed=m.train_seed,
+            validation=(stop.books, stop.labels), device="cpu", progress=progress,
+            d_model=m.lob_width, heads=4, layers=2,
+        )
+    raise ValueError(f"family must be one of {list(FAMILY_INPUTS)}, was {family!r}")
+
+
+def predict_family(model: Any, family: str, data: TrainingSet) -> np.ndarray:
+    """Return ``(N, 3)`` probabilities of ``model`` (of ``family``) on ``data``."""
+    kind = FAMILY_INPUTS[family]
+    if kind == "features":
+        return model.predict_proba(data.features, None)
+    return model.predict_proba(None, data.windows if kind == "windows" else data.books)
+
+
+def _scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
+    if len(labels) == 0:
+        return {"accuracy": None, "log_loss": None, "macro_f1": None}
+    return {
+        "accuracy": round(float(np.mean(np.argmax(probs, axis=1) == labels)), 6),
+        "log_loss": round(float(log_loss(probs, labels) or 0.0), 6),
+        "macro_f1": round(macro_f1(labels, np.argmax(probs, axis=1), labels=(0, 1, 2)), 6),
+    }
+
+
+@dataclass
+class FittedEnsemble:
+    """What :func:`fit_ensemble` returns.
+
+    Attributes:
+        models: Family → calibrated model.
+        weights: Family → ensemble weight fitted on the calibration data.
+        seconds: Family → training wall time, s.
+        holdout_probs: Family → ``(N, 3)`` probabilities on the holdout data.
+        report: ``{"models": {family: scores}, "ensemble": scores,
+            "ensemble_equal_weights": scores, "best_single": family, "weights": ...,
+            "temperatures": ..., "n": {"train", "calibration", "holdout"}}`` where scores are
+            holdout accuracy, log loss and macro-F1.
+    """
+
+    models: dict[str, Any]
+    weights: dict[str, float]
+    seconds: dict[str, float]
+    holdout_probs: dict[str, np.ndarray]
+    report: dict[str, Any]
+
+
+def fit_ensemble(
+    cfg: RaydeskConfig,
+    train: TrainingSet,
+    calib: TrainingSet,
+    holdout: TrainingSet,
+    task: Callable[[str, float], Callable[[float], None]] | None = None,
+) -> FittedEnsemble:
+    """Train every family of ``models.families``, calibrate, fit weights and score on holdout.
+
+    ``train`` fits the models (its last ``1 - EARLY_STOP_FRACTION`` picks early stopping /
+    the best epoch); ``calib`` fits each model's temperature, then the ensemble weights
+    (log loss over the simplex); ``holdout`` is only scored. The three must be disjoint in time.
+
+    Args:
+        cfg: The config (``models`` section).
+        train: Training samples.
+        calib: Calibration samples (may be empty: temperature 1, equal weights).
+        holdout: Holdout samples.
+        task: Progress factory (``task(description, total) -> update(fraction)``).
+    """
+    task = task or (lambda _d, _t=1.0: lambda _f: None)
+    models: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    for family in cfg.models.families:
+        t0 = time.perf_counter()
+        models[family] = _train_family(family, cfg, train, task)
+        seconds[family] = time.perf_counter() - t0
+    for family, model in models.items():
+        if len(calib):
+            probs = predict_family(model, family, calib)
+            model.with_temperature(fit_temperature(probs, calib.labels))
+    per_calib = {f: predict_family(mod, f, calib) for f, mod in models.items()}
+    weights = fit_weights(per_calib, calib.labels) if len(calib) else None
+    if not weights or sum(weights.values()) <= 0:
+        weights = {f: 1.0 / len(models) for f in models}
+    per_model = {f: predict_family(mod, f, holdout) for f, mod in models.items()}
+    y = holdout.labels
+    scores = {f: _scores(p, y) for f, p in per_model.items()}
+    equal = {f: 1.0 for f in models}
+    empty = np.empty((0, 3))
+    report = {
+        "models": scores,
+        "ensemble": _scores(combine(per_model, weights) if len(y) else empty, y),
+        "ensemble_equal_weights": _scores(combine(per_model, equal) if len(y) else empty, y),
+        "best_single": max(scores, key=lambda f: scores[f]["macro_f1"] or 0.0),
+        "weights": dict(weights),
+        "temperatures": {f: float(getattr(m, "temperature", 1.0)) for f, m in models.items()},
+        "train_seconds": {f: round(v, 3) for f, v in seconds.items()},
+        "n": {"train": len(train), "calibration": len(calib), "holdout": len(holdout)},
+        "holdout_class_counts": holdout.class_counts(),
+    }
+    return FittedEnsemble(models, weights, seconds, per_model, report)
+
+
 def train_models(
     cfg: RaydeskConfig,
     console_progress: bool = True,
     dataset: TrainingSet | None = None,
 ) -> dict[str, ModelRecord]:
-    """Build the training set, train every family, save to the registry and promote.
+    """Build the training set, train every family, calibrate, fit weights, save and promote.
 
-    Validation is the last ``1 - TRAIN_FRACTION`` of the data span (split by time, with the
-    training labels purged of any overlap); its accuracy and log loss are in each record's
-    ``metrics`` (plus the ensemble's, with ``models.weights``), next to the baselines: the
-    accuracy of always predicting the majority class and the log loss of the class priors.
+    The data is split by time (labels purged at each cut): the first ``TRAIN_FRACTION``
+    trains (its last ``1 - EARLY_STOP_FRACTION`` decides early stopping and the best torch
+    epoch); the validation rest is halved in time. The first half (*calibration*) fits each
+    model's softmax temperature and then the ensemble weights (log loss over the simplex,
+    :func:`serve.evaluation.fit_weights`); the second half (*holdout*) scores every model and
+    the ensemble, so no reported number is on data a fit has seen. Each record's ``metrics``
+    hold its holdout accuracy / log loss / macro-F1, the ensemble's, the fitted weights and the
+    baselines (majority-class accuracy, prior log loss). The weights and versions go into the
+    registry's ``ENSEMBLE.json``, which ``models.weights: null`` serves.
 
     Args:
-        cfg: The config (``models`` section: registry, seeds, sizes; market and features).
+        cfg: The config (``models`` section: families, registry, seeds, sizes).
         console_progress: Draw progress bars on stderr.
         dataset: A prebuilt training set (default: :func:`build_training_set` of ``cfg``).
 
@@ -129,20 +274,21 @@ def train_models(
 
     Example:
         >>> records = train_models(load_config("configs/local.yaml"))
-        >>> records["lgbm"].metrics["val_accuracy"]
+        >>> records["lgbm"].metrics["val_macro_f1"]
     """
     m = cfg.models
     registry = ModelRegistry(m.registry_path)
     with _progress(console_progress) as task:
         if dataset is None:
             dataset = build_training_set(cfg, progress=task("simulate market + features"))
-        names, spec_hash = dataset.feature_names, dataset.feature_spec_hash
+        spec_hash = dataset.feature_spec_hash
         train, valid = dataset.split_by_time(TRAIN_FRACTION)
         if len(train) < MIN_SAMPLES:
             raise ValueError(
                 f"training set must hold at least {MIN_SAMPLES} samples, was {len(train)}; "
                 f"raise models.train_seconds (was {m.train_seconds})"
             )
+        calib, holdout = valid.split_by_time(0.5) if len(valid) >= 2 else (valid, valid)
         data_params = {
             "train_seconds": m.train_seconds,
             "train_seed": m.train_seed,
@@ -150,43 +296,23 @@ def train_models(
             "flat_threshold_bps": m.flat_threshold_bps,
             "batch_interval_ms": cfg.feed.batch_interval_ms,
             "window": cfg.features.window,
+            "book_window": cfg.features.book_window,
             "symbols": [i.symbol for i in cfg.instruments],
             "train_fraction": TRAIN_FRACTION,
         }
-        t0 = time.perf_counter()
-        fit, stop = train.split_by_time(EARLY_STOP_FRACTION)
-        lgbm = LGBMModel.train(
-            fit.features,
-            fit.labels,
-            trees=m.lgbm_trees,
-            seed=m.train_seed,
-            feature_names=names,
-            early_stopping=(stop.features, stop.labels),
-            progress=task("train lgbm"),
-        )
-        t_lgbm = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        gru = GRUModel.train(
-            train.windows,
-            train.labels,
-            hidden=m.torch_hidden,
-            epochs=m.torch_epochs,
-            seed=m.train_seed,
-            feature_names=names,
-            progress=task("train gru"),
-        )
-        t_gru = time.perf_counter() - t0
-    per_model = {
-        "lgbm": lgbm.predict_proba(valid.features, None),
-        "gru": gru.predict_proba(None, valid.windows),
-    }
-    ens = combine(per_model, m.weights) if len(valid) else np.empty((0, 3))
-    ens_acc, ens_loss = accuracy(ens, valid.labels), log_loss(ens, valid.labels)
+        fitted = fit_ensemble(cfg, train, calib, holdout, task)
+    models, weights, per_model = fitted.models, fitted.weights, fitted.holdout_probs
+    ens_scores = fitted.report["ensemble"]
     records: dict[str, ModelRecord] = {}
-    for family, model, seconds in (("lgbm", lgbm, t_lgbm), ("gru", gru, t_gru)):
-        metrics = _metrics(per_model[family], train, valid, seconds)
-        metrics["ensemble_val_accuracy"] = None if ens_acc is None else round(ens_acc, 6)
-        metrics["ensemble_val_log_loss"] = None if ens_loss is None else round(ens_loss, 6)
+    for family, model in models.items():
+        metrics = _metrics(per_model[family], train, holdout, fitted.seconds[family])
+        metrics["val_macro_f1"] = fitted.report["models"][family]["macro_f1"]
+        metrics["n_calibration"] = len(calib)
+        metrics["temperature"] = float(getattr(model, "temperature", 1.0))
+        metrics["ensemble_val_accuracy"] = ens_scores["accuracy"]
+        metrics["ensemble_val_log_loss"] = ens_scores["log_loss"]
+        metrics["ensemble_val_macro_f1"] = ens_scores["macro_f1"]
+        metrics["ensemble_weights"] = dict(weights)
         record = save_model(
             registry,
             model,
@@ -196,19 +322,32 @@ def train_models(
             extra_params={"data": data_params},
         )
         records[family] = registry.promote(family, record.version)
+    registry.set_ensemble(
+        weights,
+        {f: r.version for f, r in records.items()},
+        {
+            "fitted_on": "calibration half of validation",
+            "n_calibration": len(calib),
+            "n_holdout": len(holdout),
+            "holdout": ens_scores,
+            "holdout_per_model": fitted.report["models"],
+        },
+    )
     return records
 
 
 def production_models(cfg: RaydeskConfig) -> dict[str, ModelRecord] | None:
     """Return the production record of every family if all exist for the live feature spec.
 
-    Returns None when any family has no production model, its files are missing, or it was
-    trained on another feature spec.
+    Returns None when any family of ``models.families`` has no production model, its files
+    are missing, or it was trained on another feature spec or window length.
     """
     registry = ModelRegistry(cfg.models.registry_path)
     live_hash = live_feature_spec()[1]
+    f = cfg.features
+    windows = {"gru": f.window, "deeplob": f.book_window, "transformer": f.book_window}
     out: dict[str, ModelRecord] = {}
-    for family in FAMILIES:
+    for family in cfg.models.families:
         try:
             record = registry.production(family)
         except RegistryError:
@@ -219,6 +358,9 @@ def production_models(cfg: RaydeskConfig) -> dict[str, ModelRecord] | None:
             check_feature_spec(record, live_hash)
         except ValueError:
             return None
+        want = windows.get(family)
+        if want is not None and record.params.get("window") != want:
+            return None  # trained on another window length: its inputs no longer fit
         out[family] = record
     return out
 

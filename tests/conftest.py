@@ -23,7 +23,7 @@ def small_config(tmp: Path, **sections: dict) -> RaydeskConfig:
         registry_path=str(tmp / "models"), train_seconds=240.0, torch_epochs=2, lgbm_trees=40,
         deadline_ms=5_000.0, http_port=0, shadow_log_dir=str(tmp / "shadow"),
     )
-    data["features"].update(window=8)
+    data["features"].update(window=8, book_window=8)
     data["journal"].update(fsync=False)
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}

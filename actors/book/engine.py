@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.book.book_window import BookWindow
 from actors.book.features import FeatureEngine
 from actors.book.frames import NO_MSGS, NO_TRADES
 from actors.book.l3 import L3Book
@@ -73,6 +74,7 @@ class SymbolEngine:
         self.l3: Any = None  # an L3Book, created at the first market-by-order row
         self.features_cfg = features_cfg
         self.features = FeatureEngine(features_cfg, float(instrument.tick_size))
+        self.book_window = BookWindow(int(features_cfg.book_window))
         self.quarantined = False
         self.quarantine_reason = ""
         self.quarantine_kind = ""
@@ -164,6 +166,7 @@ class SymbolEngine:
             last = rows[-1]
             vec = self.features.vector()
             if vec is not None:
+                self.book_window.push(*self.features.book_levels())
                 self.decisions += 1
                 mid = self.instrument.ticks_to_float((bb + ba) / 2.0)
                 decision = DecisionPoint(
@@ -174,8 +177,10 @@ class SymbolEngine:
                     wall_init_ns=int(wall_init_ns),
                     features=vec,
                     window=self.features.window_array(),
-                    valid=self.features.is_warm() and not self.quarantined,
+                    valid=(self.features.is_warm() and self.book_window.is_warm()
+                           and not self.quarantined),
                     meta={"mid": mid},
+                    book=self.book_window.array(),
                 )
         tprints: tuple[TradePrint, ...] = ()
         if prints:
@@ -265,6 +270,7 @@ class SymbolEngine:
         if image.get("l3") is not None:
             self.l3 = L3Book.restore(image["l3"])
         self.features = FeatureEngine(self.features_cfg, float(self.instrument.tick_size))
+        self.book_window = BookWindow(int(self.features_cfg.book_window))
         self.quarantined = bool(image["quarantined"])
         self.quarantine_reason = str(image["quarantine_reason"])
         self.quarantine_kind = str(image.get("quarantine_kind", ""))

@@ -119,6 +119,7 @@ import math
 import numpy as np
 from numba import njit
 
+from actors.book.book_window import BOOK_SPEC_VERSION
 from actors.book.frames import DEPTH, MSG_DTYPE, TRADE_DTYPE
 from actors.core.errors import ValidationError
 from cluster.config import FeaturesConfig
@@ -191,13 +192,16 @@ _K_MOVES = np.array([-1.0, -0.5, 0.5, 1.0])  # Stoikov mid moves, ticks (dM in h
 def feature_spec(cfg: FeaturesConfig) -> tuple[tuple[str, ...], str]:
     """Return ``(names, spec_hash)`` of the features ``cfg`` enables, in vector order.
 
-    The hash covers the spec version, the names and every parameter except ``window`` (which
-    shapes the window, not the features).
+    The hash covers the spec version, the raw-book representation's version
+    (:data:`~actors.book.book_window.BOOK_SPEC_VERSION`), the names and every parameter except
+    ``window`` and ``book_window`` (which shape the windows, not the features; a model checks
+    its window shapes itself).
     """
     names = tuple(name for _slot, name in _enabled(cfg))
-    params = cfg.model_dump(mode="json", exclude={"window"})
+    params = cfg.model_dump(mode="json", exclude={"window", "book_window"})
     blob = json.dumps(
-        {"version": FEATURE_SPEC_VERSION, "names": names, "params": params},
+        {"version": FEATURE_SPEC_VERSION, "book_version": BOOK_SPEC_VERSION, "names": names,
+         "params": params},
         sort_keys=True,
         separators=(",", ":"),
     )
@@ -936,6 +940,11 @@ class FeatureEngine:
         self._win[self._win_n % len(self._win)] = vec
         self._win_n += 1
         return vec
+
+    def book_levels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Return the book at the last message: bid prices (ticks), bid sizes, ask prices, ask
+        sizes, ``DEPTH`` each, best first (empty levels price 0, size 0). Views, not copies."""
+        return self._bk_px[0], self._bk_sz[0], self._bk_px[1], self._bk_sz[1]
 
     def window_array(self) -> np.ndarray:
         """Return the last ``window`` vectors ``(window, n_features)`` float32, oldest first.

@@ -66,7 +66,9 @@ class DecisionPoint:
         wall_init_ns: Wall-clock ns when the triggering batch entered raydesk.
         features: Feature vector, float32, in the order of ``actors.book.features.FEATURE_NAMES``.
         window: The last ``T`` feature vectors (oldest first), float32 ``(T, F)``.
-        valid: False while the book is quarantined or the window not yet full.
+        valid: False while the book is quarantined or a window not yet full.
+        book: The last ``T_b`` book states (oldest first), float32 ``(T_b, 40)``
+            (``actors.book.book_window``); ``(0, 40)`` where no book window is kept.
     """
 
     symbol: str
@@ -78,3 +80,4 @@ class DecisionPoint:
     window: np.ndarray
     valid: bool = True
     meta: dict[str, float] = field(default_factory=dict)
+    book: np.ndarray = field(default_factory=lambda: np.zeros((0, 40), dtype=np.float32))

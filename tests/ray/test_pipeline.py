@@ -13,6 +13,7 @@ from actors.core.messages import OrderStatus
 from actors.execution.orders import transition
 from actors.journal.journal import read_journal
 from cluster.runner import run_pipeline
+from serve.registry import ModelRegistry
 from tests.conftest import small_config
 
 pytestmark = pytest.mark.ray
@@ -74,7 +75,8 @@ def test_pipeline_orders_reach_journal_with_only_legal_transitions(
     assert accepted and all(p[-1] in TERMINAL for p in accepted)
     decisions = [r for r in records if r["type"] == "DecisionMade" and r["models"]]
     assert decisions and all(r["feature_hash"] for r in decisions)
-    assert set(decisions[0]["models"]) == {"lgbm", "gru"}
+    fitted = ModelRegistry(model_dir).ensemble()["weights"]  # models.weights unset: served
+    assert set(decisions[0]["models"]) == {f for f, w in fitted.items() if w > 0}
     on_disk = json.loads((Path(cfg.run.runs_dir) / summary["run_id"] / "summary.json").read_text())
     assert on_disk["orders"] == summary["orders"]
     assert summary["latency_ms"]["p50"] is not None

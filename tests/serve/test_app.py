@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from cluster.config import RaydeskConfig, load_config
+from serve.app import DEPLOYMENT_NAMES
 from serve.dataset import build_training_set
-from serve.ensemble import FALLBACK_PROBS, combine
+from serve.ensemble import FALLBACK_PROBS, FAMILY_INPUTS, combine
 from serve.models import LGBMModel, load_from_registry, save_model
 from serve.registry import ModelRegistry
 from serve.training import train_models
@@ -42,8 +43,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "registry_path": str(tmp / "models"),
             "train_seconds": 60.0,
             "lgbm_trees": 20,
+            "xgb_trees": 20,
             "torch_epochs": 1,
             "torch_hidden": 8,
+            "lob_width": 8,
+            "weights": {f: 1.0 for f in FAMILY_INPUTS},  # every family called
             "deadline_ms": 10_000.0,
             "http_port": _free_port(),
             "registry_poll_s": 0.2,
@@ -79,6 +83,7 @@ def _request(trained: dict[str, Any], n: int = 8, **extra: Any) -> dict[str, Any
         "decision_ids": [f"d-{i}" for i in range(n)],
         "features": data.features[:n],
         "windows": data.windows[:n],
+        "books": data.books[:n],
         **extra,
     }
 
@@ -96,8 +101,13 @@ def _redeploy(cfg: RaydeskConfig, **models: Any) -> Any:
 def _describe(family: str, app: str = APP) -> dict[str, Any]:
     from ray import serve
 
-    name = {"lgbm": "LGBMModelDeployment", "gru": "GRUModelDeployment"}[family]
+    name = DEPLOYMENT_NAMES[family]
     return serve.get_deployment_handle(name, app_name=app).describe.remote().result()
+
+
+def _fitted(trained: dict[str, Any]) -> dict[str, float]:
+    """The ensemble weights fitted at training (what ``models.weights: null`` serves)."""
+    return ModelRegistry(trained["cfg"].models.registry_path).ensemble()["weights"]
 
 
 def _other_lgbm(trained: dict[str, Any]) -> tuple[LGBMModel, str]:
@@ -116,21 +126,73 @@ def _other_lgbm(trained: dict[str, Any]) -> tuple[LGBMModel, str]:
     return model, record.version
 
 
-def test_predict_via_handle_combines_both_models(app: Any, trained: dict[str, Any]) -> None:
+def _local(trained: dict[str, Any], family: str, req: dict[str, Any]) -> np.ndarray:
+    """What the production model of ``family`` predicts in this process."""
+    local, _ = load_from_registry(trained["cfg"].models.registry_path, family)
+    kind = FAMILY_INPUTS[family]
+    if kind == "features":
+        return local.predict_proba(req["features"], None)
+    return local.predict_proba(None, req[kind])
+
+
+def test_predict_via_handle_combines_every_family(app: Any, trained: dict[str, Any]) -> None:
     req = _request(trained)
-    registry = trained["cfg"].models.registry_path
+    weights = trained["cfg"].models.weights
 
     out = app.predict.remote(req).result(timeout_s=60)
 
     assert out["fallback"] is False and out["reason"] is None
     assert out["decision_ids"] == req["decision_ids"]
     assert out["models"] == {f: r.version for f, r in trained["records"].items()}
+    assert set(out["models"]) == set(FAMILY_INPUTS)
     assert out["probs"].shape == (8, 3) and out["latency_ns"] > 0
-    for family in ("lgbm", "gru"):
-        local, _ = load_from_registry(registry, family)
-        expected = local.predict_proba(req["features"], req["windows"])
-        np.testing.assert_allclose(out["per_model"][family], expected, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(out["probs"], combine(out["per_model"], {"lgbm": 1, "gru": 1}))
+    for family in FAMILY_INPUTS:
+        np.testing.assert_allclose(
+            out["per_model"][family], _local(trained, family, req), rtol=1e-5, atol=1e-7
+        )
+    np.testing.assert_allclose(out["probs"], combine(out["per_model"], weights))
+    no_books = {k: v for k, v in req.items() if k != "books"}
+    with pytest.raises(ValueError, match=r"request\.books must be present"):
+        app.predict.remote(no_books).result(timeout_s=60)
+
+
+@pytest.mark.parametrize("family", list(FAMILY_INPUTS))
+def test_every_family_deployment_serves_its_production_model(
+    app: Any, trained: dict[str, Any], family: str
+) -> None:
+    from ray import serve
+
+    req = _request(trained, n=5)
+    handle = serve.get_deployment_handle(DEPLOYMENT_NAMES[family], app_name=APP)
+
+    out = handle.predict.remote(req[FAMILY_INPUTS[family]]).result(timeout_s=60)
+
+    assert out["version"] == trained["records"][family].version
+    np.testing.assert_allclose(out["probs"], _local(trained, family, req), rtol=1e-5, atol=1e-7)
+    handle.check_health.remote().result(timeout_s=30)
+
+
+def test_app_without_weights_serves_the_weights_fitted_at_training(
+    app: Any, trained: dict[str, Any]
+) -> None:
+    from ray import serve
+
+    req = _request(trained, n=4)
+    fitted = _fitted(trained)
+    called = {f for f, w in fitted.items() if w > 0}
+
+    try:
+        handle = _redeploy(trained["cfg"], weights=None)
+        out = handle.predict.remote(req).result(timeout_s=60)
+        ingress = serve.get_deployment_handle("EnsembleIngress", app_name=APP)
+        served = ingress.config.remote().result()["weights"]
+    finally:
+        _redeploy(trained["cfg"])
+
+    assert set(fitted) == set(FAMILY_INPUTS) and called
+    assert served == pytest.approx({f: w / sum(fitted.values()) for f, w in fitted.items()})
+    assert set(out["per_model"]) == called and not out["fallback"]
+    np.testing.assert_allclose(out["probs"], combine(out["per_model"], fitted))
 
 
 def test_concurrent_requests_are_batched_and_answered(app: Any, trained: dict[str, Any]) -> None:
@@ -151,7 +213,7 @@ def test_http_predict_returns_json_lists(app: Any, trained: dict[str, Any]) -> N
     url = _get_global_client().root_url.rstrip("/") + "/ensemble"
     req = _request(trained, n=3)
     body = json.dumps(
-        {"features": req["features"].tolist(), "windows": req["windows"].tolist()}
+        {k: req[k].tolist() for k in ("features", "windows", "books")}
     ).encode()
 
     with urllib.request.urlopen(
@@ -161,7 +223,9 @@ def test_http_predict_returns_json_lists(app: Any, trained: dict[str, Any]) -> N
 
     assert out["fallback"] is False and len(out["probs"]) == 3
     np.testing.assert_allclose(np.asarray(out["probs"]).sum(axis=1), 1.0, atol=1e-9)
-    bad = json.dumps({"features": [[1.0, 2.0]], "windows": [[[1.0]]]}).encode()
+    bad = json.dumps(
+        {"features": [[1.0, 2.0]], "windows": [[[1.0]]], "books": req["books"][:1].tolist()}
+    ).encode()
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(urllib.request.Request(url, bad), timeout=30)
     assert err.value.code == 400
@@ -202,7 +266,7 @@ def test_redeploy_changes_weights_and_model_version(app: Any, trained: dict[str,
     out = handle.predict.remote(req).result(timeout_s=60)
 
     assert out["models"]["lgbm"] == trained["records"]["lgbm"].version
-    assert set(out["per_model"]) == {"lgbm", "gru"}
+    assert set(out["per_model"]) == set(FAMILY_INPUTS)
 
 
 def test_declarative_reconfigure_hot_swaps_in_place(app: Any, trained: dict[str, Any]) -> None:
@@ -295,7 +359,8 @@ def test_promotion_hot_swaps_replicas_that_follow_production(
         after = _describe("lgbm")
 
         assert after["version"] == v2 and after["pid"] == before["pid"]  # no restart
-        assert out["models"]["gru"] == trained["records"]["gru"].version
+        assert all(out["models"][f] == trained["records"][f].version for f in out["models"]
+                   if f != "lgbm")
         np.testing.assert_allclose(
             out["per_model"]["lgbm"], other.predict_proba(req["features"], None)
         )

@@ -23,7 +23,8 @@ def test_bench_inference_reports_each_target_at_a_tiny_rate(ray_cluster, model_d
     # Assert
     assert BENCHMARKS["inference"] is bench_inference
     json.dumps(out)
-    for target in ("ensemble", "lgbm", "gru"):
+    assert set(out) >= {"ensemble", "lgbm", "xgboost", "gru", "deeplob", "transformer"}
+    for target in ("ensemble", "lgbm", "xgboost", "gru", "deeplob", "transformer"):
         r = out[target]["handle"]
         assert r["requests"] == 50 and r["answered_by_models"] + r["fallbacks"] == 50
         assert r["rejected"] == r["timed_out"] == 0

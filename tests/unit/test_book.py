@@ -6,6 +6,7 @@ import math
 from decimal import Decimal
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -48,8 +49,9 @@ def snapshot(bids: list[tuple[int, float]], asks: list[tuple[int, float]]) -> np
     return rows
 
 
-def engine(window: int = 4) -> SymbolEngine:
-    return SymbolEngine(INS, BookConfig(levels_out=5), FeaturesConfig(window=window), SimClock())
+def engine(window: int = 4, book_window: int = 2) -> SymbolEngine:
+    cfg = FeaturesConfig(window=window, book_window=book_window)
+    return SymbolEngine(INS, BookConfig(levels_out=5), cfg, SimClock())
 
 
 def test_book_tracks_best_levels_through_removals() -> None:
@@ -125,14 +127,33 @@ def test_ofi_is_positive_when_bid_queue_grows() -> None:
 
 
 def test_decision_becomes_valid_when_window_is_full() -> None:
-    eng = engine(window=3)
+    eng = engine(window=3, book_window=2)
     eng.on_batch(snapshot([(100, 1.0)], [(101, 1.0)]))
     valid = []
     for i in range(3):
         upd = eng.on_batch(make_rows([(DELTA, BID, 99, 1.0 + i, F_LAST)], start_seq=2 + i))
         valid.append(upd.decision.valid)
         assert upd.decision.window.shape == (3, N_FEATURES)
+        assert upd.decision.book.shape == (2, 40)
     assert valid == [False, True, True]
+
+
+def test_decision_waits_for_the_longer_book_window() -> None:
+    eng = engine(window=2, book_window=4)
+    eng.on_batch(snapshot([(100, 1.0)], [(101, 1.0)]))
+    valid = []
+    for i in range(4):
+        upd = eng.on_batch(make_rows([(DELTA, BID, 99, 1.0 + i, F_LAST)], start_seq=2 + i))
+        valid.append(upd.decision.valid)
+    assert valid == [False, False, True, True]
+    book = upd.decision.book
+    assert book.shape == (4, 40) and np.all(book[0, 0::2] != 0)  # prices never 0 when warm
+    # the newest state: best bid 100 / ask 101 around mid 100.5; bid level 2 is 99 of size 4
+    mid = 100.5
+    assert book[-1, 0] == pytest.approx((101 - mid) / mid * 1e4, rel=1e-5)
+    assert book[-1, 2] == pytest.approx((100 - mid) / mid * 1e4, rel=1e-5)
+    assert book[-1, 6] == pytest.approx((99 - mid) / mid * 1e4, rel=1e-5)
+    assert book[-1, 7] == pytest.approx(np.log1p(4.0), rel=1e-6)
 
 
 def test_crossed_book_quarantines_until_snapshot_resync() -> None:

@@ -285,6 +285,7 @@ def test_split_by_time_purges_label_overlap() -> None:
     ds = TrainingSet(
         features=np.zeros((n, 2), np.float32),
         windows=np.zeros((n, 3, 2), np.float32),
+        books=np.zeros((n, 2, 40), np.float32),
         labels=np.ones(n, np.int64),
         returns_bps=np.zeros(n),
         ts_event=ts,
@@ -376,8 +377,9 @@ def test_train_job_prints_records_as_json(tmp_path: Path, capsys) -> None:
     assert main(["--config", str(path), "--no-progress"]) == 0
 
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"lgbm", "gru"}
+    assert set(out) == set(cfg.models.families)
     assert out["gru"]["feature_spec_hash"] == FEATURE_SPEC_HASH
+    assert out["deeplob"]["metrics"]["n_calibration"] > 0
 
 
 # --- app arguments and requests (pure parts of serve.app / serve.client) ----------------------
@@ -392,8 +394,16 @@ def test_app_args_validate_families_and_accept_json_text() -> None:
         "max_batch_size": 16,
         "batch_wait_timeout_s": 0.002,
     }
-    with pytest.raises(ValueError, match=r"weights keys must be in \['gru', 'lgbm'\]"):
+    with pytest.raises(ValueError, match=r"weights keys must be in families \['lgbm', 'xgb"):
         AppArgs.model_validate({"registry_path": "x", "weights": {"xgb": 1.0}})
+    with pytest.raises(ValueError, match=r"versions keys must be in families \['lgbm'\]"):
+        AppArgs.model_validate(
+            {"registry_path": "x", "families": ["lgbm"], "versions": {"gru": "v"}}
+        )
+    with pytest.raises(ValueError, match=r"families must name families in \['deeplob'"):
+        AppArgs.model_validate({"registry_path": "x", "families": '["lgbm", "svm"]'})
+    with pytest.raises(ValueError, match=r"families must not repeat"):
+        AppArgs.model_validate({"registry_path": "x", "families": ["lgbm", "lgbm"]})
     with pytest.raises(ValueError, match="positive sum"):
         AppArgs.model_validate({"registry_path": "x", "weights": {"lgbm": 0.0}})
     with pytest.raises(ValueError, match="deadline_ms"):
@@ -406,11 +416,21 @@ def test_validate_request_names_the_bad_field() -> None:
     x = np.zeros((2, 4), np.float32)
     w = np.zeros((2, 5, 4), np.float32)
 
-    ids, xs, ws, deadline = validate_request({"features": x, "windows": w, "deadline_ms": 5})
+    ids, arrays, deadline = validate_request({"features": x, "windows": w, "deadline_ms": 5})
 
-    assert ids == ["0", "1"] and xs.shape == (2, 4) and ws.shape == (2, 5, 4) and deadline == 5
-    with pytest.raises(ValueError, match=r"request\.windows must have shape \(2, T, 4\)"):
+    assert ids == ["0", "1"] and deadline == 5
+    assert arrays["features"].shape == (2, 4) and arrays["windows"].shape == (2, 5, 4)
+    with pytest.raises(ValueError, match=r"request\.windows must have 2 rows like the other"):
         validate_request({"features": x, "windows": w[:1]})
+    with pytest.raises(ValueError, match=r"request\.windows must have shape \(N, T, 4\)"):
+        validate_request({"features": x, "windows": w[:, :, :3]})
+    b = np.zeros((2, 6, 40), np.float32)
+    _, arrays, _ = validate_request({"books": b}, ("books",))
+    assert set(arrays) == {"books"}
+    with pytest.raises(ValueError, match=r"request\.books must have shape \(N, T_b, 40\)"):
+        validate_request({"features": x, "books": b[:, :, :39]}, ("features", "books"))
+    with pytest.raises(ValueError, match=r"request\.books must be present"):
+        validate_request({"features": x}, ("features", "books"))
     with pytest.raises(ValueError, match=r"request\.decision_ids must be a list of 2 ids, was 1"):
         validate_request({"features": x, "windows": w, "decision_ids": ["a"]})
     with pytest.raises(ValueError, match=r"request\.features must be present"):
@@ -447,5 +467,41 @@ def test_client_config_helpers(tmp_path: Path) -> None:
     assert by_name["EnsembleIngress"]["weights"] == {"lgbm": 1.0, "gru": 0.0}
     assert by_name["GRUModelDeployment"]["version"] == "def"
     assert by_name["LGBMModelDeployment"]["version"] is None
+    assert set(by_name) == {"EnsembleIngress", "LGBMModelDeployment", "XGBoostModelDeployment",
+                            "GRUModelDeployment", "DeepLOBModelDeployment",
+                            "TransformerModelDeployment"}
+    assert req["books"].shape == (2, 0, 40)
     assert req["decision_ids"] == ["X-0", "X-1"] and req["deadline_ms"] == 50.0
     assert req["features"].shape == (2, 4) and req["windows"].shape == (2, 3, 4)
+
+
+def test_app_serves_fitted_weights_unless_weights_are_given(tmp_path: Path) -> None:
+    from serve.app import AppArgs
+    from serve.registry import ModelRegistry
+
+    root = tmp_path / "models"
+    none_fitted = AppArgs(registry_path=str(root), families=["lgbm", "gru"])
+    assert none_fitted.resolved_weights() == {"lgbm": 1.0, "gru": 1.0}
+
+    ModelRegistry(root).set_ensemble(
+        {"lgbm": 0.7, "gru": 0.0, "deeplob": 0.3}, {"lgbm": "a", "gru": "b", "deeplob": "c"}
+    )
+
+    fitted = AppArgs(registry_path=str(root), families=["lgbm", "gru"])
+    given = AppArgs(registry_path=str(root), families=["lgbm", "gru"], weights={"gru": 1.0})
+    assert fitted.resolved_weights() == {"lgbm": 0.7, "gru": 0.0}  # deeplob is not deployed
+    assert fitted.ingress_user_config()["weights"] == {"lgbm": 0.7, "gru": 0.0}
+    assert given.resolved_weights() == {"gru": 1.0}
+
+
+def test_registry_refuses_ensemble_weights_that_cannot_be_served(tmp_path: Path) -> None:
+    from serve.registry import ModelRegistry
+
+    reg = ModelRegistry(tmp_path)
+    with pytest.raises(ValueError, match=r"weights\[lgbm\] must be a finite number >= 0"):
+        reg.set_ensemble({"lgbm": -1.0}, {"lgbm": "a"})
+    with pytest.raises(ValueError, match="versions must name a version for gru"):
+        reg.set_ensemble({"gru": 1.0}, {"lgbm": "a"})
+    with pytest.raises(ValueError, match="positive sum"):
+        reg.set_ensemble({"lgbm": 0.0}, {"lgbm": "a"})
+    assert reg.ensemble() is None

@@ -163,7 +163,7 @@ def test_cli_promote_rollback_and_shadow_move_the_pointers(tmp_path: Path) -> No
     shadow = runner.invoke(app, ["models", "shadow", "lgbm", v2, *cfg])
     assert shadow.exit_code == 0 and reg.shadow("lgbm").version == v2
     listed = runner.invoke(app, ["models", "list", *cfg])
-    assert f"* lgbm   {v1}" in listed.stdout and f"~ lgbm   {v2}" in listed.stdout
+    assert f"* lgbm        {v1}" in listed.stdout and f"~ lgbm        {v2}" in listed.stdout
     cleared = runner.invoke(app, ["models", "shadow", "lgbm", "--clear", *cfg])
     assert cleared.exit_code == 0 and f"shadow cleared (was {v2})" in cleared.stdout
     assert reg.shadow("lgbm") is None
