@@ -99,9 +99,12 @@ def run(
     ] = None,
 ) -> None:
     """Run the whole topology and print runs/<run_id>/summary.json."""
-    from cluster.runner import run_pipeline
+    from cluster.serve_mode import apply_serve_mode
 
     cfg = _load(config)
+    apply_serve_mode(cfg)  # before ray.serve is imported and Ray starts
+    from cluster.runner import run_pipeline
+
     try:
         if seed is not None:
             cfg = cfg.with_overrides(simulator={"seed": seed})
@@ -449,17 +452,23 @@ def models_train(
 
 @app.command()
 def bench(
-    name: Annotated[str, typer.Argument(help="Benchmark: book | simulator | replay.")],
+    name: Annotated[
+        str, typer.Argument(help="Benchmark: book | simulator | replay | feed | inference.")
+    ],
     config: ConfigOpt = DEFAULT_CONFIG,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Run a benchmark and print its results."""
+    from cluster.serve_mode import apply_serve_mode
+
+    cfg = _load(config)
+    apply_serve_mode(cfg)  # Serve benchmarks measure the mode raydesk run uses
     from jobs.bench import BENCHMARKS
 
     if name not in BENCHMARKS:
         err.print(f"error: name must be one of {sorted(BENCHMARKS)}, was {name!r}")
         raise typer.Exit(2)
-    result = BENCHMARKS[name](_load(config))
+    result = BENCHMARKS[name](cfg)
     if as_json:
         print(json.dumps(result, indent=2))
     else:

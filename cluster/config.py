@@ -441,6 +441,14 @@ class RayConfig(Strict):
     include_dashboard: bool = Field(True, description="Start the dashboard on local Ray.")
     num_cpus: int | None = Field(None, ge=1, description="CPUs for local Ray (None = all).")
     actor_num_cpus: float = Field(0.0, ge=0, description="CPUs reserved per pipeline actor.")
+    serve_throughput_optimized: bool = Field(
+        True,
+        description="When raydesk starts Ray itself (raydesk run, python -m jobs.run), run Serve "
+        "in its throughput-optimised mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=1: gRPC between "
+        "replicas, router on the caller's loop; cluster/serve_mode.py). On an existing cluster "
+        "set that variable on every node and the driver instead. An explicit value in the "
+        "environment always wins.",
+    )
     start_timeout_s: float = Field(
         120.0, gt=0, description="How long the topology's actors may take to start."
     )

@@ -16,6 +16,7 @@ import yaml
 
 from cluster.config import RaydeskConfig
 from cluster.kernel import RunStats, TradingKernel
+from cluster.serve_mode import serve_mode_on
 
 
 def make_run_id(cfg: RaydeskConfig) -> str:
@@ -52,6 +53,7 @@ def summarize(
         "denials": dict(sorted(stats.denials.items())),
         "order_errors": dict(sorted(stats.order_errors.items())),
         "inference_fallbacks": dict(sorted(stats.fallbacks.items())),
+        "serve_throughput_optimized": serve_mode_on(),
         "bad_batches": stats.bad_batches,
         "quarantines": stats.quarantines,
         "pnl": portfolio.get("total_pnl", stats.pnl),

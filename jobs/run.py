@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    from cluster.serve_mode import apply_serve_mode
+
+    apply_serve_mode(cfg)  # before ray.serve is imported and Ray starts
     from cluster.runner import run_pipeline
 
     summary = run_pipeline(cfg, replay=args.replay, duration_s=args.duration, events=args.events)
