@@ -8,12 +8,17 @@ Pure numpy (plus scipy's bounded scalar minimiser), no Ray and no scikit-learn. 
 * :func:`fit_temperature` / :func:`apply_temperature` calibrate one model (temperature scaling,
   Guo et al. 2017) on validation data;
 * :func:`fit_weights` fits the ensemble's convex weights on validation data by minimising the
-  log loss of the mixture; :func:`combine` is :func:`serve.ensemble.combine` (re-exported).
+  log loss of the mixture; :func:`combine` is :func:`serve.ensemble.combine` (re-exported);
+* :func:`fit_class_bias` fits a macro-F1 decision rule ``argmax(log p + b)`` on validation
+  data (:func:`predict_with_bias` applies it); :func:`fit_weights_f1` fits ensemble weights
+  and that rule together for macro-F1.
 
 Example:
     >>> t = fit_temperature(val_probs, y_val)               # calibrate each model
     >>> w = fit_weights({"a": pa_val, "b": pb_val}, y_val)  # then weight them
     >>> macro_f1(y_test, combine({"a": pa, "b": pb}, w).argmax(axis=1))
+    >>> b = fit_class_bias(combine({"a": pa_val, "b": pb_val}, w), y_val)  # macro-F1 rule
+    >>> macro_f1(y_test, predict_with_bias(combine({"a": pa, "b": pb}, w), b))
 """
 
 from __future__ import annotations
@@ -96,9 +101,7 @@ def per_class_f1(y_true: Any, y_pred: Any, n_classes: int = N_CLASSES) -> np.nda
     return np.divide(2.0 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
 
 
-def macro_f1(
-    y_true: Any, y_pred: Any, labels: Sequence[int] | None = None
-) -> float:
+def macro_f1(y_true: Any, y_pred: Any, labels: Sequence[int] | None = None) -> float:
     """Return the unweighted mean of the per-class F1 scores, in ``[0, 1]``.
 
     Args:
@@ -329,15 +332,24 @@ def fit_weights(
     return {n: float(v) for n, v in zip(names, best, strict=True)}
 
 
-def report(probs: Any, y: Any, class_names: Sequence[str] = ("down", "flat", "up")) -> dict:
-    """Return the JSON-safe quality of ``probs (N, K)`` against ``y``: arg-max as the prediction.
+def report(
+    probs: Any,
+    y: Any,
+    class_names: Sequence[str] = ("down", "flat", "up"),
+    *,
+    bias: Any = None,
+) -> dict:
+    """Return the JSON-safe quality of ``probs (N, K)`` against ``y``.
+
+    The prediction is the arg-max, or ``argmax(log p + bias)`` when a :func:`fit_class_bias`
+    rule is given (``log_loss`` and ``ece`` always score the probabilities themselves).
 
     Keys: ``macro_f1`` (×100), ``accuracy``, ``f1`` per class, ``log_loss``, ``ece``, ``n`` and
     ``confusion`` (rows true, columns predicted).
     """
     t = _labels("y", y)
     p = _probs("probs", probs, t.size)
-    pred = p.argmax(axis=1)
+    pred = p.argmax(axis=1) if bias is None else predict_with_bias(p, bias)
     k = p.shape[1]
     names = list(class_names) if len(class_names) == k else [str(i) for i in range(k)]
     f1 = per_class_f1(t, pred, k)
@@ -350,3 +362,218 @@ def report(probs: Any, y: Any, class_names: Sequence[str] = ("down", "flat", "up
         "n": int(t.size),
         "confusion": confusion(t, pred, k).tolist(),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# macro-F1 decision rule
+# ---------------------------------------------------------------------------------------------
+def _bias(bias: Any, k: int) -> np.ndarray:
+    b = np.asarray(bias, dtype=np.float64)
+    if b.shape != (k,):
+        raise ValidationError("bias", f"of shape ({k},) like the probability columns", b.shape)
+    if not np.all(np.isfinite(b)):
+        raise ValidationError("bias", "finite", b.tolist())
+    return b
+
+
+def predict_with_bias(probs: Any, bias: Any) -> np.ndarray:
+    """Return the decision ``argmax(log p + bias)`` for ``probs (N, K)`` and ``bias (K,)``.
+
+    A zero bias is the plain arg-max. Adding the same constant to every entry changes nothing.
+
+    Raises:
+        ValidationError: bad ``probs`` or a ``bias`` not finite of shape ``(K,)``.
+
+    Example:
+        >>> predict_with_bias([[0.5, 0.3, 0.2]], [0.0, 0.6, 0.0]).tolist()
+        [1]
+    """
+    p = _probs("probs", probs)
+    if p.size and p.min() < 0:
+        raise ValidationError("probs", ">= 0", float(p.min()))
+    b = _bias(bias, p.shape[1])
+    return np.argmax(np.log(np.clip(p, EPS, None)) + b, axis=1)
+
+
+def _macro_f1_of_counts(tp: np.ndarray, n_pred: np.ndarray, n_true: np.ndarray) -> np.ndarray:
+    """Macro-F1 over the last axis from true positives, predicted and true counts."""
+    denom = n_pred + n_true
+    f1 = np.divide(2.0 * tp, denom, out=np.zeros(np.broadcast(tp, denom).shape), where=denom > 0)
+    return f1.mean(axis=-1)
+
+
+def _best_bias_for_class(
+    z: np.ndarray, t: np.ndarray, b: np.ndarray, c: int, max_abs: float
+) -> float:
+    """Exact line search of ``b[c]`` maximising macro-F1 with the other biases fixed.
+
+    Sample ``i`` is predicted ``c`` iff ``b[c] > m_i`` with ``m_i = max_{j != c}(z_ij + b_j)
+    - z_ic``; else its best other class. Sorting the margins gives every distinct outcome;
+    the confusion counts of all of them come from cumulative sums.
+    """
+    n, k = z.shape
+    zb = z + b
+    others = zb.copy()
+    others[:, c] = -np.inf
+    alt = others.argmax(axis=1)
+    margin = others[np.arange(n), alt] - z[:, c]
+    order = np.argsort(margin, kind="stable")
+    m, ys, alts = margin[order], t[order], alt[order]
+    eye = np.eye(k, dtype=np.float64)
+    # counts when no sample is predicted c (all take their alternative), then move them one by one
+    hit_alt = eye[alts] * (ys == alts)[:, None]  # (N, K): sample a true positive of its alt
+    tp = hit_alt.sum(axis=0) - np.vstack([np.zeros(k), np.cumsum(hit_alt, axis=0)])
+    n_pred = eye[alts].sum(axis=0) - np.vstack([np.zeros(k), np.cumsum(eye[alts], axis=0)])
+    tp[:, c] = np.concatenate([[0.0], np.cumsum(ys == c)])
+    n_pred[:, c] = np.arange(n + 1, dtype=np.float64)
+    n_true = np.bincount(t, minlength=k).astype(np.float64)
+    score = _macro_f1_of_counts(tp, n_pred, n_true)  # (N + 1,): first j samples predicted c
+    # a threshold between consecutive distinct margins realises each outcome
+    cand = np.empty(n + 1)
+    cand[0], cand[n] = m[0] - 1.0, m[-1] + 1.0
+    cand[1:n] = 0.5 * (m[:-1] + m[1:])
+    ok = np.ones(n + 1, dtype=bool)
+    ok[1:n] = m[:-1] < m[1:]
+    ok &= np.abs(cand) <= max_abs
+    if not ok.any():
+        return float(b[c])
+    score = np.where(ok, score, -np.inf)
+    best = score.max()
+    ties = np.nonzero(score >= best - 1e-12)[0]
+    return float(cand[ties[np.argmin(np.abs(cand[ties] - b[c]))]])
+
+
+def fit_class_bias(
+    probs: Any, y: Any, *, max_rounds: int = 10, max_abs: float = 10.0
+) -> np.ndarray:
+    """Fit per-class log-probability biases ``b`` maximising the macro-F1 of ``argmax(log p + b)``.
+
+    Coordinate ascent from ``b = 0`` (the plain arg-max): each round searches every class's
+    bias exactly (all distinct decisions, see :func:`_best_bias_for_class`) with the others
+    fixed, and keeps a change only when it raises macro-F1 (over all ``K`` classes) on
+    ``(probs, y)``. So the fitted rule is never worse than the arg-max on the data it was
+    fitted on. Deterministic; fit it on validation data and apply it with
+    :func:`predict_with_bias`.
+
+    Args:
+        probs: ``(N, K)`` probabilities (validation).
+        y: Class ids ``(N,)``.
+        max_rounds: Maximum passes over the classes.
+        max_abs: Bound on each ``|b_c|`` (log-probability units).
+
+    Returns:
+        ``(K,)`` float64 biases (zeros for empty input).
+
+    Raises:
+        ValidationError: bad ``probs``, labels, ``max_rounds`` or ``max_abs``.
+
+    Example:
+        >>> b = fit_class_bias(val_probs, y_val)
+        >>> macro_f1(y_test, predict_with_bias(test_probs, b))
+    """
+    if max_rounds < 1:
+        raise ValidationError("max_rounds", ">= 1", max_rounds)
+    if not (np.isfinite(max_abs) and max_abs > 0):
+        raise ValidationError("max_abs", "finite and > 0", max_abs)
+    t = _labels("y", y)
+    p = _probs("probs", probs, t.size)
+    if p.size and p.min() < 0:
+        raise ValidationError("probs", ">= 0", float(p.min()))
+    k = p.shape[1]
+    b = np.zeros(k)
+    if t.size == 0:
+        return b
+    if t.max() >= k:
+        raise ValidationError("y", f"< K {k}", int(t.max()))
+    z = np.log(np.clip(p, EPS, None))
+
+    def score(bias: np.ndarray) -> float:
+        return macro_f1(t, np.argmax(z + bias, axis=1), labels=range(k))
+
+    best = score(b)
+    for _ in range(max_rounds):
+        changed = False
+        for c in range(k):
+            cand = b.copy()
+            cand[c] = _best_bias_for_class(z, t, b, c, max_abs)
+            s = score(cand)
+            if s > best + 1e-12:
+                b, best, changed = cand, s, True
+        if not changed:
+            break
+    return b
+
+
+def _simplex_grid(m: int, steps: int) -> np.ndarray:
+    """Every weight vector of ``m`` entries in multiples of ``1/steps`` summing to 1."""
+    if m == 1:
+        return np.ones((1, 1))
+    rows = []
+    for first in range(steps, -1, -1):
+        for rest in _simplex_grid(m - 1, steps - first) if steps - first else [np.zeros(m - 1)]:
+            rows.append(np.concatenate([[first], rest * (steps - first)]))
+    return np.asarray(rows) / steps
+
+
+def fit_weights_f1(
+    per_model: Mapping[str, Any],
+    y: Any,
+    *,
+    steps: int = 10,
+    extra: Sequence[Mapping[str, float]] = (),
+    max_abs: float = 10.0,
+) -> tuple[dict[str, float], np.ndarray, float]:
+    """Fit ensemble weights and a decision rule together for macro-F1 on validation data.
+
+    Every simplex point with weights in multiples of ``1/steps`` (single models and equal
+    weights included when ``steps`` is a multiple of the model count), plus the ``extra``
+    weightings (e.g. :func:`fit_weights`' log-loss optimum), is scored by the validation
+    macro-F1 of its mixture under its own :func:`fit_class_bias` rule; the best is kept
+    (first in grid order on ties). So on ``y`` the result is never worse than any single
+    model under its own fitted rule. Deterministic.
+
+    Args:
+        per_model: Model name → ``(N, K)`` probabilities on the validation data.
+        y: Validation class ids ``(N,)``.
+        steps: Grid resolution (``steps = 10``: multiples of 0.1).
+        extra: Further weightings to try (names of ``per_model``; renormalised).
+        max_abs: Bound of the rule's biases.
+
+    Returns:
+        ``(weights, bias, validation macro-F1 in [0, 1])``; weights in ``per_model`` order.
+
+    Raises:
+        ValidationError: no model, mismatched shapes, bad labels or ``steps < 1``.
+
+    Example:
+        >>> w, b, f1 = fit_weights_f1({"a": pa_val, "b": pb_val}, y_val)
+        >>> predict_with_bias(combine({"a": pa, "b": pb}, w), b)
+    """
+    names = list(per_model)
+    if not names:
+        raise ValidationError("per_model", "non-empty", {})
+    if steps < 1:
+        raise ValidationError("steps", ">= 1", steps)
+    t = _labels("y", y)
+    probs = [_probs(f"per_model[{n}]", per_model[n], t.size) for n in names]
+    k = probs[0].shape[1]
+    for name, p in zip(names, probs, strict=True):
+        if p.shape[1] != k:
+            raise ValidationError(f"per_model[{name}]", f"of {k} columns", p.shape[1])
+    stack = np.stack(probs)  # (M, N, K)
+    grid = list(_simplex_grid(len(names), steps))
+    for i, w in enumerate(extra):
+        v = np.array([float(w.get(n, 0.0)) for n in names])
+        if not (np.all(np.isfinite(v)) and v.min() >= 0 and v.sum() > 0):
+            raise ValidationError(f"extra[{i}]", "non-negative weights with a positive sum", w)
+        grid.append(v / v.sum())
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    for w in grid:
+        mix = np.tensordot(w, stack, axes=1)
+        b = fit_class_bias(mix, t, max_abs=max_abs)
+        s = macro_f1(t, np.argmax(np.log(np.clip(mix, EPS, None)) + b, axis=1), labels=range(k))
+        if best is None or s > best[0] + 1e-12:
+            best = (s, w, b)
+    assert best is not None
+    weights = {n: round(float(v), 6) for n, v in zip(names, best[1], strict=True)}
+    return weights, best[2], float(best[0])

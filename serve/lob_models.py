@@ -36,7 +36,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -77,6 +77,25 @@ def _check_windows(name: str, w: Any, n_features: int, window: int | None = None
 
 def _batch(w: Any, idx: np.ndarray) -> np.ndarray:
     return np.asarray(w[idx], dtype=np.float32)
+
+
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+
+
+def _class_weights(class_weight: str | Sequence[float] | None, y: np.ndarray) -> np.ndarray | None:
+    """Return the loss weight of each class, or None for plain cross-entropy."""
+    if class_weight is None:
+        return None
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValidationError("class_weight", "None, 'balanced' or K weights", class_weight)
+        counts = np.bincount(y, minlength=N_CLASSES).astype(np.float64)
+        w = np.where(counts > 0, len(y) / (N_CLASSES * np.maximum(counts, 1.0)), 0.0)
+        return w / (w @ counts / len(y))  # count-weighted mean 1: the loss keeps its scale
+    w = np.asarray(class_weight, dtype=np.float64)
+    if w.shape != (N_CLASSES,) or not np.all(np.isfinite(w)) or w.min() <= 0:
+        raise ValidationError("class_weight", f"{N_CLASSES} finite weights > 0", class_weight)
+    return w
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,8 +174,13 @@ class LOBTransformerNet(nn.Module):
     """Linear embedding + learned positions → pre-norm Transformer encoder → pooled head."""
 
     def __init__(
-        self, window: int, d_model: int = 48, heads: int = 4, layers: int = 2,
-        pooling: str = "mean", dropout: float = 0.1,
+        self,
+        window: int,
+        d_model: int = 48,
+        heads: int = 4,
+        layers: int = 2,
+        pooling: str = "mean",
+        dropout: float = 0.1,
     ) -> None:
         super().__init__()
         if pooling not in ("mean", "last"):
@@ -168,8 +192,12 @@ class LOBTransformerNet(nn.Module):
         self.pos = nn.Parameter(torch.zeros(1, window, d_model))
         nn.init.normal_(self.pos, std=0.02)
         layer = nn.TransformerEncoderLayer(
-            d_model, heads, dim_feedforward=2 * d_model, dropout=dropout,
-            batch_first=True, norm_first=True,
+            d_model,
+            heads,
+            dim_feedforward=2 * d_model,
+            dropout=dropout,
+            batch_first=True,
+            norm_first=True,
         )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
@@ -249,9 +277,15 @@ class _TorchWindowModel:
         threads: int = 1,
         device: str | None = None,
         progress: Progress | None = None,
+        class_weight: str | Sequence[float] | None = None,
+        lr_schedule: str = "constant",
         **arch: Any,
     ) -> _TorchWindowModel:
         """Train on ``windows (N, T, 40)`` and ``labels (N,)`` with Adam and cross-entropy.
+
+        With ``class_weight`` the loss is class-weighted, so the network's probabilities lean
+        towards the up-weighted classes: dividing them by ``params()["class_weight"]`` (and
+        renormalising) restores the training class prior. ``predict_proba`` itself is unchanged.
 
         Args:
             windows: Training windows (array or lazy, see the module docstring).
@@ -259,17 +293,24 @@ class _TorchWindowModel:
             epochs: Passes over the data.
             seed: Seed of the initial weights and of the batch order.
             validation: ``(windows, labels)`` later in time; when given, the weights of the
-                epoch with the lowest validation log loss are kept.
+                epoch with the lowest validation log loss (class-weighted like the training
+                loss when ``class_weight`` is given) are kept.
             batch_size: Samples per step.
             lr: Adam learning rate.
             weight_decay: Adam weight decay.
             threads: ``torch.set_num_threads`` while training.
             device: ``"cuda"`` / ``"cpu"`` (default: cuda when available).
             progress: Called with the fraction of steps done.
+            class_weight: ``None`` (plain cross-entropy), ``"balanced"`` (weights
+                ``N / (K * count_c)``, scaled to a count-weighted mean of 1) or ``K`` positive
+                weights.
+            lr_schedule: ``"constant"`` or ``"cosine"`` (decay per step from ``lr`` to 0 over
+                all epochs).
             **arch: Architecture settings overriding ``DEFAULT_ARCH``.
 
         Raises:
-            ValidationError: bad shapes, labels, epochs or unknown architecture settings.
+            ValidationError: bad shapes, labels, epochs, class weights, schedule or unknown
+                architecture settings.
         """
         unknown = sorted(set(arch) - set(cls.DEFAULT_ARCH))
         if unknown:
@@ -281,6 +322,9 @@ class _TorchWindowModel:
         if n == 0:
             raise ValidationError("windows", "non-empty", 0)
         y = _check_labels(labels, n)
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValidationError("lr_schedule", f"one of {list(LR_SCHEDULES)}", lr_schedule)
+        cw = _class_weights(class_weight, y)
         cfg = {**cls.DEFAULT_ARCH, **arch}
         rng = np.random.default_rng(seed)
         sample = np.sort(rng.choice(n, size=min(n, 20_000), replace=False))
@@ -290,10 +334,22 @@ class _TorchWindowModel:
         std = np.where(np.isfinite(std) & (std > 1e-6), std, 1.0).astype(np.float32)
         dev = default_device(device)
         params = {
-            "epochs": int(epochs), "seed": int(seed), "batch_size": int(batch_size),
-            "lr": float(lr), "weight_decay": float(weight_decay), "window": window,
-            "optimizer": "adam", "threads": int(threads), "device": dev, **cfg,
+            "epochs": int(epochs),
+            "seed": int(seed),
+            "batch_size": int(batch_size),
+            "lr": float(lr),
+            "weight_decay": float(weight_decay),
+            "window": window,
+            "optimizer": "adam",
+            "threads": int(threads),
+            "device": dev,
+            **cfg,
         }
+        if cw is not None or lr_schedule != "constant":  # older params keep their exact keys
+            params.update(
+                class_weight=None if cw is None else [round(float(v), 6) for v in cw],
+                lr_schedule=lr_schedule,
+            )
         with torch_threads(threads):
             torch.manual_seed(seed)
             net = cls.build_net(window, cfg)
@@ -304,9 +360,15 @@ class _TorchWindowModel:
                 wv = _check_windows("validation windows", validation[0], N_BOOK, window)
                 yv = _check_labels(validation[1], int(wv.shape[0]))
             opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-            loss_fn = nn.CrossEntropyLoss()
+            weight = None if cw is None else torch.tensor(cw, dtype=torch.float32, device=dev)
+            loss_fn = nn.CrossEntropyLoss(weight=weight)
             gen = np.random.default_rng(seed + 1)
             steps = epochs * math.ceil(n / batch_size)
+            sched = None
+            if lr_schedule == "cosine":
+                sched = torch.optim.lr_scheduler.LambdaLR(
+                    opt, lambda i: 0.5 * (1.0 + math.cos(math.pi * min(i, steps) / steps))
+                )
             done, best, history = 0, (math.inf, -1, None), []
             t_all = torch.from_numpy(y).to(dev)
             for epoch in range(epochs):
@@ -319,13 +381,17 @@ class _TorchWindowModel:
                     loss.backward()
                     nn.utils.clip_grad_norm_(net.parameters(), 5.0)
                     opt.step()
+                    if sched is not None:
+                        sched.step()
                     done += 1
                     if progress is not None and (done % 20 == 0 or done == steps):
                         progress(done / steps)
                 net.eval()
                 if yv is not None and len(yv):
                     p = model._predict(wv, temperature=1.0)
-                    vloss = float(-np.mean(np.log(np.clip(p[np.arange(len(yv)), yv], 1e-12, 1))))
+                    nll = -np.log(np.clip(p[np.arange(len(yv)), yv], 1e-12, 1))
+                    # the training objective: class-weighted when the loss is
+                    vloss = float(np.mean(nll) if cw is None else cw[yv] @ nll / cw[yv].sum())
                     history.append(round(vloss, 6))
                     if vloss < best[0]:
                         state = {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -397,9 +463,14 @@ class _TorchWindowModel:
             net = cls.build_net(int(meta["window"]), meta["arch_config"])
             net.load_state_dict(state)
         model = cls(
-            net, meta["arch_config"], np.asarray(meta["norm_mean"]),
-            np.asarray(meta["norm_std"]), int(meta["window"]), params,
-            float(meta.get("temperature", 1.0)), tuple(meta["feature_names"]),
+            net,
+            meta["arch_config"],
+            np.asarray(meta["norm_mean"]),
+            np.asarray(meta["norm_std"]),
+            int(meta["window"]),
+            params,
+            float(meta.get("temperature", 1.0)),
+            tuple(meta["feature_names"]),
         )
         return model.to(default_device(device))
 
@@ -416,7 +487,9 @@ class DeepLOBModel(_TorchWindowModel):
     family: ClassVar[str] = "deeplob"
     arch: ClassVar[str] = "deeplob-conv-inception-lstm"
     DEFAULT_ARCH: ClassVar[dict[str, Any]] = {
-        "conv_channels": 32, "inception_channels": 64, "lstm": 64,
+        "conv_channels": 32,
+        "inception_channels": 64,
+        "lstm": 64,
     }
 
     @classmethod
@@ -439,15 +512,23 @@ class TransformerModel(_TorchWindowModel):
     family: ClassVar[str] = "transformer"
     arch: ClassVar[str] = "transformer-prenorm-learnedpos"
     DEFAULT_ARCH: ClassVar[dict[str, Any]] = {
-        "d_model": 48, "heads": 4, "layers": 2, "pooling": "mean", "dropout": 0.1,
+        "d_model": 48,
+        "heads": 4,
+        "layers": 2,
+        "pooling": "mean",
+        "dropout": 0.1,
     }
 
     @classmethod
     def build_net(cls, window: int, arch: Mapping[str, Any]) -> nn.Module:
         """Return a fresh :class:`LOBTransformerNet` for ``window`` steps."""
         return LOBTransformerNet(
-            window, int(arch["d_model"]), int(arch["heads"]), int(arch["layers"]),
-            str(arch["pooling"]), float(arch["dropout"]),
+            window,
+            int(arch["d_model"]),
+            int(arch["heads"]),
+            int(arch["layers"]),
+            str(arch["pooling"]),
+            float(arch["dropout"]),
         )
 
 
@@ -551,7 +632,8 @@ class XGBModel:
         best = booster.best_iteration + 1 if evals else booster.num_boosted_rounds()
         booster = booster[:best]
         return cls(
-            booster, feature_names,
+            booster,
+            feature_names,
             {**params, "trees": int(trees), "best_iteration": int(best), "patience": patience},
         )
 

@@ -199,21 +199,58 @@ def test_real_test_day_class_counts_match_the_readme() -> None:
 def test_fi2010_job_reports_every_model_and_the_ensembles(capsys: pytest.CaptureFixture) -> None:
     from jobs.fi2010 import main
 
-    rc = main(["--horizons", "10", "--epochs", "1", "--max-train", "3000", "--max-test", "1500",
-               "--window", "20", "--trees", "100", "--json", "--quiet"])
+    rc = main(
+        [
+            "--horizons",
+            "10",
+            "--epochs",
+            "1",
+            "--max-train",
+            "3000",
+            "--max-test",
+            "1500",
+            "--window",
+            "20",
+            "--trees",
+            "100",
+            "--f1-grid-steps",
+            "4",
+            "--json",
+            "--quiet",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
 
     assert rc == 0
     k10 = report["horizons"]["10"]
     assert set(k10["models"]) == {"deeplob", "transformer", "xgboost", "lgbm"}
-    for entry in [*k10["models"].values(), k10["ensemble"], k10["ensemble_equal"]]:
-        assert 0.0 <= entry["test"]["macro_f1"] <= 100.0
-        assert set(entry["test"]["f1"]) == {"down", "flat", "up"}
-        assert 0.0 <= entry["test"]["accuracy"] <= 1.0
+    ensembles = ("ensemble", "ensemble_equal", "ensemble_f1")
+    for entry in [*k10["models"].values(), *(k10[e] for e in ensembles)]:
+        for scored in (entry["test"], entry["test_rule"]):
+            assert 0.0 <= scored["macro_f1"] <= 100.0
+            assert set(scored["f1"]) == {"down", "flat", "up"}
+            assert 0.0 <= scored["accuracy"] <= 1.0
+        assert len(entry["bias"]) == 3
+    for m in k10["models"].values():  # the rule never loses on the data it was fitted on
+        assert m["val"]["macro_f1_rule"] >= m["val"]["macro_f1"]
     assert k10["n_train"] == 3000 and k10["n_test"] == 1500
     assert sum(k10["ensemble"]["weights"].values()) == pytest.approx(1.0)
+    assert sum(k10["ensemble_f1"]["weights"].values()) == pytest.approx(1.0)
     assert k10["ensemble"]["val_log_loss"] <= k10["ensemble_equal"]["val_log_loss"] + 1e-6
+    best_val_single_rule = max(m["val"]["macro_f1_rule"] for m in k10["models"].values())
+    assert k10["ensemble_f1"]["val_macro_f1_rule"] >= best_val_single_rule - 1e-3
+    sel = k10["ensemble_selected"]
+    assert sel["variant"].split("+")[0] in ensembles
+    assert sel["val_macro_f1"] >= k10["ensemble_f1"]["val_macro_f1_rule"]
+    assert isinstance(k10["ensemble_beats_best_single"], bool)
+    assert k10["best_single_macro_f1"] == max(
+        max(m["test"]["macro_f1"], m["test_rule"]["macro_f1"]) for m in k10["models"].values()
+    )
+    families = ("deeplob", "transformer", "xgboost", "lgbm", *ensembles)
     assert set(report["summary"]["10"]) == {
-        "deeplob", "transformer", "xgboost", "lgbm", "ensemble", "ensemble_equal"
+        *families,
+        *(f"{f}+rule" for f in families),
+        "ensemble_selected",
     }
     assert report["params"]["max_train"] == 3000 and report["wall_s"] > 0
+    assert report["params"]["class_weight"] == "balanced"

@@ -57,8 +57,15 @@ def transformer() -> tuple[TransformerModel, np.ndarray]:
 @pytest.fixture(scope="module")
 def xgboost() -> tuple[XGBModel, np.ndarray]:
     x, y = flat_features()
-    return XGBModel.train(x[:500], y[:500], trees=30, seed=3, feature_names=NAMES,
-                          early_stopping=(x[500:], y[500:]), patience=5), x
+    return XGBModel.train(
+        x[:500],
+        y[:500],
+        trees=30,
+        seed=3,
+        feature_names=NAMES,
+        early_stopping=(x[500:], y[500:]),
+        patience=5,
+    ), x
 
 
 # --- models -----------------------------------------------------------------------------------
@@ -105,11 +112,74 @@ def test_deeplob_training_is_deterministic_for_a_seed() -> None:
 def test_transformer_keeps_the_best_validation_epoch() -> None:
     w, y = book_windows(64)
 
-    m = TransformerModel.train(w[:48], y[:48], epochs=2, seed=1, batch_size=16,
-                               validation=(w[48:], y[48:]), **TINY_TRANSFORMER)
+    m = TransformerModel.train(
+        w[:48],
+        y[:48],
+        epochs=2,
+        seed=1,
+        batch_size=16,
+        validation=(w[48:], y[48:]),
+        **TINY_TRANSFORMER,
+    )
 
     assert m.params()["best_epoch"] in (1, 2)
     assert len(m.params()["val_log_loss_history"]) == 2
+
+
+def test_balanced_loss_and_cosine_schedule_are_recorded_and_deterministic() -> None:
+    w, y = book_windows(64)
+    kw = dict(epochs=1, seed=2, batch_size=16, class_weight="balanced", lr_schedule="cosine")
+
+    a = TransformerModel.train(w, y, **kw, **TINY_TRANSFORMER)
+    b = TransformerModel.train(w, y, **kw, **TINY_TRANSFORMER)
+
+    counts = np.bincount(y, minlength=3)
+    cw = np.asarray(a.params()["class_weight"])
+    assert a.params()["lr_schedule"] == "cosine"
+    assert cw[counts.argmin()] > cw[counts.argmax()]  # the rarest class weighs most
+    np.testing.assert_array_equal(a.predict_proba(None, w), b.predict_proba(None, w))
+
+
+def test_balanced_training_picks_its_epoch_by_the_class_weighted_validation_loss() -> None:
+    w, y = book_windows(64)
+
+    m = DeepLOBModel.train(
+        w[:48],
+        y[:48],
+        epochs=1,
+        seed=4,
+        batch_size=16,
+        validation=(w[48:], y[48:]),
+        class_weight="balanced",
+        **TINY_DEEPLOB,
+    )
+
+    cw = np.asarray(m.params()["class_weight"])[y[48:]]
+    p = m.predict_proba(None, w[48:])
+    nll = -np.log(p[np.arange(16), y[48:]])
+    assert m.params()["val_log_loss_history"][0] == pytest.approx(cw @ nll / cw.sum(), abs=1e-5)
+
+
+def test_plain_training_keeps_its_params_keys() -> None:
+    w, y = book_windows(32)
+
+    m = DeepLOBModel.train(w, y, epochs=1, seed=1, batch_size=16, **TINY_DEEPLOB)
+
+    assert "class_weight" not in m.params() and "lr_schedule" not in m.params()
+
+
+def test_explicit_class_weights_are_used_and_bad_ones_rejected() -> None:
+    w, y = book_windows(32)
+
+    m = DeepLOBModel.train(w, y, epochs=1, seed=1, class_weight=[1.0, 0.5, 2.0], **TINY_DEEPLOB)
+
+    assert m.params()["class_weight"] == [1.0, 0.5, 2.0]
+    with pytest.raises(ValidationError, match="^class_weight must be"):
+        DeepLOBModel.train(w, y, epochs=1, seed=1, class_weight="inverse", **TINY_DEEPLOB)
+    with pytest.raises(ValidationError, match="^class_weight must be 3 finite weights > 0"):
+        DeepLOBModel.train(w, y, epochs=1, seed=1, class_weight=[1.0, 0.0, 1.0], **TINY_DEEPLOB)
+    with pytest.raises(ValidationError, match="^lr_schedule must be one of"):
+        DeepLOBModel.train(w, y, epochs=1, seed=1, lr_schedule="step", **TINY_DEEPLOB)
 
 
 def test_temperature_softens_the_window_model_probabilities(deeplob) -> None:
@@ -184,8 +254,10 @@ def test_perfect_prediction_scores_one(y: list[int]) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2)), min_size=1, max_size=60),
-       st.permutations([0, 1, 2]))
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2)), min_size=1, max_size=60),
+    st.permutations([0, 1, 2]),
+)
 def test_macro_f1_is_invariant_to_renaming_the_classes(
     pairs: list[tuple[int, int]], perm: list[int]
 ) -> None:
