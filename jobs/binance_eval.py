@@ -8,7 +8,8 @@ train, 20 % calibration, 20 % holdout, labels purged at the cuts); the families 
 ``models.families`` are trained, calibrated and combined with weights fitted on the calibration
 part exactly as at first start (:func:`serve.training.fit_ensemble`); and everything is scored
 on the holdout: macro-F1, accuracy and log loss per model, for the fitted ensemble and for
-equal weights.
+equal weights; macro-F1 also under each one's own decision rule (per-class log-probability
+biases fitted on the calibration part, ``serve.evaluation.fit_class_bias``).
 
 Example:
     python -m jobs.binance_eval --horizons 10 20 50 100 --json --out /tmp/binance_eval.json
@@ -88,10 +89,16 @@ def run(
         rep["ensemble_beats_best_single_macro_f1"] = (
             rep["ensemble"]["macro_f1"] > rep["models"][best]["macro_f1"]
         )
+        best_rule = rep["best_single_rule"]
+        rep["ensemble_beats_best_single_macro_f1_rule"] = (
+            rep["ensemble"]["macro_f1_rule"] > rep["models"][best_rule]["macro_f1_rule"]
+        )
         rep["seconds"] = round(time.perf_counter() - t1, 1)
         out["horizons"][str(h)] = rep
-        say(f"k={h}: ensemble macro-F1 {rep['ensemble']['macro_f1']:.4f}, best single {best} "
-            f"{rep['models'][best]['macro_f1']:.4f}, weights {rep['weights']}")
+        say(f"k={h}: ensemble macro-F1 {rep['ensemble']['macro_f1']:.4f} (rule "
+            f"{rep['ensemble']['macro_f1_rule']:.4f}), best single {best} "
+            f"{rep['models'][best]['macro_f1']:.4f} (rule: {best_rule} "
+            f"{rep['models'][best_rule]['macro_f1_rule']:.4f}), weights {rep['weights']}")
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     out["machine"] = _machine()
     return out

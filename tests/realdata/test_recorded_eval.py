@@ -115,6 +115,8 @@ def test_eval_job_reports_every_family_and_the_ensemble(tmp_path, capsys) -> Non
     assert set(rep["models"]) == set(cfg.models.families)
     assert rep["n"]["train"] > rep["n"]["holdout"] > 0
     assert 0 < rep["ensemble"]["macro_f1"] <= 1 and rep["best_single"] in rep["models"]
+    assert all(0 < s["macro_f1_rule"] <= 1 for s in rep["models"].values())
+    assert isinstance(rep["ensemble_beats_best_single_macro_f1_rule"], bool)
     assert abs(sum(rep["weights"].values()) - 1) < 1e-6
     with pytest.raises(SystemExit):  # argparse refuses an unknown session name
         main(["--sessions", "nope"])
