@@ -318,6 +318,12 @@ class ModelsConfig(Strict):
         "xgboost on the feature vector, gru on the feature window, deeplob and transformer on "
         "the raw book window (features.book_window).",
     )
+    colocate: list[str] = Field(
+        default_factory=list,
+        description="Families run inside the ingress replica instead of a Serve deployment of "
+        "their own: no handle hop for them, the same loading, hot swap, shadow and batching "
+        "(docs/benchmarks.md measures the difference).",
+    )
     lgbm_trees: int = Field(120, ge=1, le=5_000, description="LightGBM boosting rounds.")
     xgb_trees: int = Field(120, ge=1, le=5_000, description="XGBoost boosting rounds.")
     torch_hidden: int = Field(32, ge=4, le=1024, description="GRU hidden size.")
@@ -375,6 +381,9 @@ class ModelsConfig(Strict):
 
     @model_validator(mode="after")
     def _weights(self) -> ModelsConfig:
+        outside = sorted(set(self.colocate) - set(self.families))
+        if outside:
+            raise ValueError(f"colocate must name families in {self.families}, was {outside!r}")
         v = self.weights
         if v is None:
             return self

@@ -765,7 +765,8 @@ def bench_inference(cfg: RaydeskConfig, rate: int = 1_000, duration_s: float = 5
     app_name = "raydesk-bench-inference"
     try:
         ingress = deploy(cfg, name=app_name)
-        models = {f: serve.get_deployment_handle(DEPLOYMENT_NAMES[f], app_name) for f in families}
+        own = [f for f in families if f not in cfg.models.colocate]  # have a deployment
+        models = {f: serve.get_deployment_handle(DEPLOYMENT_NAMES[f], app_name) for f in own}
         url = f"http://127.0.0.1:{cfg.models.http_port}{ROUTE_PREFIX}"
         deadline_ms = cfg.models.deadline_ms
 
@@ -860,7 +861,7 @@ def bench_inference(cfg: RaydeskConfig, rate: int = 1_000, duration_s: float = 5
         bodies_n = [http_body(i, batch_predictions) for i in range(64)]
         out: dict[str, Any] = {}
         targets = [("ensemble", "ensemble"), ("ensemble_http", "http"),
-                   *((f, f) for f in families)]
+                   *((f, f) for f in own)]
 
         async def measure_all() -> None:
             # one event loop for every call: Serve's throughput-optimised mode
@@ -892,9 +893,11 @@ def bench_inference(cfg: RaydeskConfig, rate: int = 1_000, duration_s: float = 5
                    "window": list(inputs["windows"].shape[1:]),
                    "book_window": list(inputs["books"].shape[1:])},
         "weights": {f: round(1.0 / len(families), 6) for f in families},
+        "colocated": list(cfg.models.colocate),
         "path": "driver -> DeploymentHandle (ensemble: EnsembleIngress.predict -> one deployment "
-                "per family with @serve.batch, all called; single models: the model deployment's "
-                "predict) and HTTP POST /ensemble (aiohttp, keep-alive)",
+                "per family with @serve.batch, all called, except families colocated in the "
+                "ingress; single models: the model deployment's predict) and HTTP POST /ensemble "
+                "(aiohttp, keep-alive)",
         "goals": {"ensemble_p99_ms_at_1000_rps": 10, "max_predictions_per_s": 5_000},
         "cluster_cpus": ray_resources.get("CPU"),
         "serve_throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1",

@@ -135,6 +135,11 @@ class AppArgs(BaseModel):
         default_factory=dict,
         description="Family -> model version to serve; a missing family serves production.",
     )
+    colocate: list[str] = Field(
+        default_factory=list,
+        description="Families run inside the ingress replica instead of a deployment of "
+        "their own: no handle hop for them (same loading, hot swap, shadow and batching).",
+    )
     registry_poll_s: float = Field(
         2.0, ge=0, description="How often replicas check the registry pointers, s (0 = never)."
     )
@@ -147,7 +152,7 @@ class AppArgs(BaseModel):
     def _json_text(cls, v: Any) -> Any:
         return _maybe_json(v)
 
-    @field_validator("families", mode="before")
+    @field_validator("families", "colocate", mode="before")
     @classmethod
     def _families_text(cls, v: Any) -> Any:
         return json.loads(v) if isinstance(v, str) and v.startswith("[") else v
@@ -162,7 +167,10 @@ class AppArgs(BaseModel):
 
     @model_validator(mode="after")
     def _keys(self) -> AppArgs:
-        for name, keys in (("weights", self.weights or {}), ("versions", self.versions)):
+        for name, keys in (
+            ("weights", self.weights or {}), ("versions", self.versions),
+            ("colocate", self.colocate),
+        ):
             unknown = sorted(set(keys) - set(self.families))
             if unknown:
                 raise ValueError(f"{name} keys must be in families {self.families}, was {unknown}")
@@ -190,8 +198,12 @@ class AppArgs(BaseModel):
         }
 
     def ingress_user_config(self) -> dict[str, Any]:
-        """Return the ``user_config`` of the ingress."""
-        return {"weights": self.resolved_weights(), "deadline_ms": self.deadline_ms}
+        """Return the ``user_config`` of the ingress (with its colocated families' configs)."""
+        return {
+            "weights": self.resolved_weights(),
+            "deadline_ms": self.deadline_ms,
+            "models": {f: self.model_user_config(f) for f in self.colocate},
+        }
 
 
 class ModelUserConfig(BaseModel):
@@ -211,6 +223,10 @@ class IngressUserConfig(BaseModel):
 
     weights: dict[str, float] = Field(description="Ensemble weight per family.")
     deadline_ms: float = Field(250.0, gt=0, description="Default per-request deadline, ms.")
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Colocated family -> its model user_config (version, batching).",
+    )
 
     _weights = field_validator("weights")(classmethod(_valid_weights))
 
@@ -354,8 +370,28 @@ class ModelDeployment:
                 logger.warning("%s shadow load failed, old shadow kept: %s", self.family, exc)
 
     # Serve hooks ----------------------------------------------------------------------------
+    def use_own_batch_queue(self) -> None:
+        """Batch this object's calls in a queue of its own, called through :meth:`batched`.
+
+        ``@serve.batch`` keeps one queue per decorated function, so two objects of this class
+        in one process (families colocated in the ingress) would otherwise be batched
+        together.
+        """
+
+        @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+        async def predict(inputs: list[np.ndarray | None]) -> list[dict[str, Any]]:
+            return self._predict_batch(inputs)
+
+        self._own_predict = predict
+
+    @property
+    def batched(self) -> Any:
+        """The batched predict of this object: its own queue if it has one, else ``predict``."""
+        own = getattr(self, "_own_predict", None)
+        return own if own is not None else self.predict
+
     def _configure_batching(self, cfg: ModelUserConfig) -> None:
-        predict = self.predict
+        predict = self.batched
         if cfg.max_batch_size is not None:
             predict.set_max_batch_size(cfg.max_batch_size)
         if cfg.batch_wait_timeout_s is not None:
@@ -380,7 +416,7 @@ class ModelDeployment:
 
     def describe(self) -> dict[str, Any]:
         """Return the family, served and shadow versions, load errors, pid and settings."""
-        predict = self.predict
+        predict = self.batched
         return {
             "family": self.family,
             "version": self._current[1].version if self._current else None,
@@ -497,8 +533,9 @@ def validate_request(
     return [str(i) for i in ids], arrays, deadline
 
 
-async def _await(resp: DeploymentResponse) -> tuple[Any, int]:
-    """Await a model call; return its result and the ``perf_counter_ns`` it arrived at."""
+async def _await(resp: Any) -> tuple[Any, int]:
+    """Await a model call (a handle response or a colocated coroutine); return its result and
+    the ``perf_counter_ns`` it arrived at."""
     result = await resp
     return result, time.perf_counter_ns()
 
@@ -512,23 +549,42 @@ class EnsembleIngress:
     family) and logged to ``<shadow_log_dir>/shadow-<pid>.jsonl`` by a background flush every
     :data:`SHADOW_FLUSH_S`; they never enter ``probs``.
 
+    Colocated families (``colocated["families"]``) run in this replica: each is a plain
+    :class:`ModelDeployment` object (same loading, registry polling, shadow and
+    ``@serve.batch``), called without a handle hop.
+
     Args:
         handles: Family → handle of its :class:`ModelDeployment`.
         shadow_log_dir: Directory of the shadow log (None = no log).
+        colocated: ``{"families": [...], "registry_path", "num_gpus", "registry_poll_s"}``.
     """
 
     def __init__(
-        self, handles: dict[str, DeploymentHandle], shadow_log_dir: str | None = None
+        self,
+        handles: dict[str, DeploymentHandle],
+        shadow_log_dir: str | None = None,
+        colocated: dict[str, Any] | None = None,
     ) -> None:
         _check_families("handles", handles)
         self._handles: dict[str, DeploymentHandle] = dict(handles)
+        co = colocated or {}
+        replica_cls = ModelDeployment.func_or_class
+        self._local: dict[str, Any] = {}
+        for f in co.get("families", []):
+            local = replica_cls(
+                f, co["registry_path"],
+                float(co.get("num_gpus", 0.0)) if f in TORCH_FAMILIES else 0.0,
+                float(co.get("registry_poll_s", 0.0)),
+            )
+            local.use_own_batch_queue()
+            self._local[f] = local
         self._shadow_log = (
             ShadowLog(Path(shadow_log_dir) / f"shadow-{os.getpid()}.jsonl")
             if shadow_log_dir
             else None
         )
         self._flusher: asyncio.Task[None] | None = None
-        self._weights = normalise_weights({f: 1.0 for f in self._handles})
+        self._weights = normalise_weights({f: 1.0 for f in [*self._handles, *self._local]})
         self._deadline_ms = 250.0
         self._latency = Histogram(
             LATENCY_METRIC,
@@ -560,19 +616,31 @@ class EnsembleIngress:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply ``{"weights": {family: w}, "deadline_ms": float}``."""
         cfg = IngressUserConfig.model_validate(user_config or {})
-        unknown = sorted(set(cfg.weights) - set(self._handles))
+        served = sorted([*self._handles, *self._local])
+        unknown = sorted(set(cfg.weights) - set(served))
+        if unknown:
+            raise ValueError(f"weights keys must be deployed families {served}, was {unknown}")
+        unknown = sorted(set(cfg.models) - set(self._local))
         if unknown:
             raise ValueError(
-                f"weights keys must be deployed families {sorted(self._handles)}, was {unknown}"
+                f"models keys must be colocated families {sorted(self._local)}, was {unknown}"
             )
+        for family, model_cfg in cfg.models.items():
+            self._local[family].reconfigure(model_cfg)
         self._weights = normalise_weights(cfg.weights)
         self._deadline_ms = cfg.deadline_ms
         logger.info("ensemble weights %s deadline %.1f ms", self._weights, self._deadline_ms)
 
     def check_health(self) -> None:
-        """Raise when the configuration is unusable."""
+        """Raise when the configuration is unusable or a colocated family has no model."""
         if not any(w > 0 for w in self._weights.values()):
             raise RuntimeError(f"weights must have a positive sum, was {self._weights!r}")
+        for local in self._local.values():
+            local.check_health()
+
+    def describe_colocated(self) -> dict[str, dict[str, Any]]:
+        """Return ``ModelDeployment.describe()`` of each colocated family."""
+        return {f: local.describe() for f, local in self._local.items()}
 
     def config(self) -> dict[str, Any]:
         """Return the current weights, default deadline, process id and shadow log path."""
@@ -581,6 +649,7 @@ class EnsembleIngress:
             "deadline_ms": self._deadline_ms,
             "pid": os.getpid(),
             "shadow_log": str(self._shadow_log.path) if self._shadow_log else None,
+            "colocated": sorted(self._local),
         }
 
     async def flush_shadow_log(self) -> int:
@@ -655,9 +724,14 @@ class EnsembleIngress:
         if n == 0:
             return self._response(ids, np.empty((0, 3)), {}, {}, {}, None, t0)
         calls: dict[str, DeploymentResponse] = {}
+        tasks: dict[str, asyncio.Future[tuple[Any, int]]] = {}
         for family in weights:
-            calls[family] = self._handles[family].predict.remote(arrays[FAMILY_INPUTS[family]])
-        tasks = {f: asyncio.ensure_future(_await(r)) for f, r in calls.items()}
+            x = arrays[FAMILY_INPUTS[family]]
+            if family in self._local:
+                tasks[family] = asyncio.ensure_future(_await(self._local[family].batched(x)))
+            else:
+                calls[family] = self._handles[family].predict.remote(x)
+                tasks[family] = asyncio.ensure_future(_await(calls[family]))
         remaining = deadline_s - (time.perf_counter_ns() - t0) / 1e9
         done, pending = await asyncio.wait(tasks.values(), timeout=max(0.0, remaining))
         per_model: dict[str, np.ndarray] = {}
@@ -666,7 +740,8 @@ class EnsembleIngress:
         reason: str | None = None
         for family, task in tasks.items():
             if task in pending:
-                calls[family].cancel()
+                if family in calls:
+                    calls[family].cancel()
                 task.cancel()
                 self._misses.inc(tags={"model": family})
                 reason = reason or "deadline"
@@ -765,6 +840,8 @@ def build_app(args: dict[str, Any]) -> Application:
     queued = 8 * a.max_batch_size
     handles = {}
     for family in a.families:
+        if family in a.colocate:
+            continue
         gpus = a.num_gpus if family in TORCH_FAMILIES else 0.0
         handles[family] = ModelDeployment.options(
             name=DEPLOYMENT_NAMES[family],
@@ -773,9 +850,13 @@ def build_app(args: dict[str, Any]) -> Application:
             max_queued_requests=queued,
             user_config=a.model_user_config(family),
         ).bind(family, registry, gpus, a.registry_poll_s)
+    ingress_gpus = a.num_gpus if set(a.colocate) & set(TORCH_FAMILIES) else 0.0
     return EnsembleIngress.options(
-        ray_actor_options={"num_cpus": a.num_cpus, "num_gpus": 0.0},
+        ray_actor_options={"num_cpus": a.num_cpus, "num_gpus": ingress_gpus},
         max_ongoing_requests=max(4 * a.max_batch_size, 8),
         max_queued_requests=16 * a.max_batch_size,
         user_config=a.ingress_user_config(),
-    ).bind(handles, shadow_dir)
+    ).bind(handles, shadow_dir, {
+        "families": list(a.colocate), "registry_path": registry, "num_gpus": a.num_gpus,
+        "registry_poll_s": a.registry_poll_s,
+    })

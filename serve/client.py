@@ -40,6 +40,7 @@ def app_args_from_config(
     args = AppArgs(
         registry_path=str(Path(m.registry_path).expanduser().resolve()),
         families=list(m.families),
+        colocate=list(m.colocate),
         weights=dict(m.weights) if m.weights is not None else None,
         deadline_ms=m.deadline_ms,
         max_batch_size=m.max_batch_size,
@@ -121,6 +122,7 @@ def serve_app_config(
             *(
                 {"name": DEPLOYMENT_NAMES[f], "user_config": app.model_user_config(f)}
                 for f in app.families
+                if f not in app.colocate
             ),
         ],
     }

@@ -432,3 +432,40 @@ def test_shadow_challenger_is_returned_and_logged_never_combined(
         reg.clear_shadow("lgbm")
         _until(lambda: _describe("lgbm"), lambda d: d["shadow"] is None)
     assert app.predict.remote(req).result(timeout_s=60)["shadow"] == {}
+
+
+def test_colocated_families_run_in_the_ingress_and_follow_the_registry(
+    app: Any, trained: dict[str, Any]
+) -> None:
+    from ray import serve
+
+    cfg: RaydeskConfig = trained["cfg"]
+    reg = ModelRegistry(cfg.models.registry_path)
+    req = _request(trained)
+    other, v2 = _other_lgbm(trained)
+    ingress = serve.get_deployment_handle("EnsembleIngress", app_name=APP)
+    try:
+        handle = _redeploy(cfg, colocate=["lgbm", "deeplob"])
+        out = handle.predict.remote(req).result(timeout_s=60)
+        local = ingress.describe_colocated.remote().result()
+        deployments = set(serve.status().applications[APP].deployments)
+
+        assert set(local) == {"lgbm", "deeplob"} and all(d["polling"] for d in local.values())
+        assert not {"LGBMModelDeployment", "DeepLOBModelDeployment"} & deployments
+        assert out["models"] == {f: r.version for f, r in trained["records"].items()}
+        for family in ("lgbm", "deeplob", "gru"):
+            np.testing.assert_allclose(
+                out["per_model"][family], _local(trained, family, req), rtol=1e-5, atol=1e-7
+            )
+        # a promotion hot-swaps a colocated family too, in the ingress's own process
+        reg.promote("lgbm", v2)
+        swapped = _until(
+            lambda: handle.predict.remote(req).result(timeout_s=60),
+            lambda o: o["models"].get("lgbm") == v2,
+        )
+        np.testing.assert_allclose(
+            swapped["per_model"]["lgbm"], other.predict_proba(req["features"], None)
+        )
+    finally:
+        reg.rollback("lgbm")
+        _redeploy(cfg)

@@ -402,6 +402,16 @@ def test_app_args_validate_families_and_accept_json_text() -> None:
         )
     with pytest.raises(ValueError, match=r"families must name families in \['deeplob'"):
         AppArgs.model_validate({"registry_path": "x", "families": '["lgbm", "svm"]'})
+    with pytest.raises(ValueError, match=r"colocate keys must be in families \['gru'\]"):
+        AppArgs.model_validate({"registry_path": "x", "families": ["gru"], "colocate": ["lgbm"]})
+    co = AppArgs.model_validate(
+        {"registry_path": "x", "weights": {"lgbm": 1.0}, "colocate": '["lgbm"]'}
+    )
+    assert co.ingress_user_config()["models"] == {"lgbm": co.model_user_config("lgbm")}
+    from cluster.config import ModelsConfig
+
+    with pytest.raises(ValueError, match=r"colocate must name families in \['lgbm'\]"):
+        ModelsConfig(families=["lgbm"], colocate=["gru"])
     with pytest.raises(ValueError, match=r"families must not repeat"):
         AppArgs.model_validate({"registry_path": "x", "families": ["lgbm", "lgbm"]})
     with pytest.raises(ValueError, match="positive sum"):
@@ -471,6 +481,10 @@ def test_client_config_helpers(tmp_path: Path) -> None:
                             "GRUModelDeployment", "DeepLOBModelDeployment",
                             "TransformerModelDeployment"}
     assert req["books"].shape == (2, 0, 40)
+    colocated = serve_app_config(cfg.with_overrides(models={"colocate": ["lgbm", "deeplob"]}))
+    names = {d["name"] for d in colocated["deployments"]}
+    assert "LGBMModelDeployment" not in names and "DeepLOBModelDeployment" not in names
+    assert set(colocated["args"]["colocate"]) == {"lgbm", "deeplob"}
     assert req["decision_ids"] == ["X-0", "X-1"] and req["deadline_ms"] == 50.0
     assert req["features"].shape == (2, 4) and req["windows"].shape == (2, 3, 4)
 
