@@ -25,6 +25,7 @@ from actors.book.book_window import BOOK_COLUMNS
 from actors.book.engine import SymbolEngine
 from actors.book.features import FEATURE_NAMES, FEATURE_SPEC_HASH
 from actors.core.clock import SimClock
+from actors.core.views import DecisionPoint
 from actors.feed.simulator import MarketSimulator
 from cluster.config import RaydeskConfig
 
@@ -157,6 +158,19 @@ class _SymbolTrace:
     books: list[np.ndarray]
     order: list[int]  # global sample order key of each valid decision
 
+    def record(self, d: DecisionPoint, order: int) -> int:
+        """Append one decision point (its inputs when valid); return the next order key."""
+        if d.valid:
+            self.valid_at.append(len(self.mids))
+            self.features.append(d.features)
+            self.windows.append(d.window)
+            self.books.append(d.book)
+            self.order.append(order)
+            order += 1
+        self.mids.append(float(d.meta.get("mid", np.nan)))
+        self.ts.append(d.ts_event)
+        return order
+
 
 def build_training_set(
     cfg: RaydeskConfig,
@@ -213,16 +227,7 @@ def build_training_set(
             d = engine.on_batch(rows).decision
             if d is None:
                 continue
-            tr = traces[sym]
-            if d.valid:
-                tr.valid_at.append(len(tr.mids))
-                tr.features.append(d.features)
-                tr.windows.append(d.window)
-                tr.books.append(d.book)
-                tr.order.append(order)
-                order += 1
-            tr.mids.append(float(d.meta.get("mid", np.nan)))
-            tr.ts.append(d.ts_event)
+            order = traces[sym].record(d, order)
         if progress is not None and (k % report_every == 0 or k == steps):
             progress(k / steps)
     return _assemble(cfg, traces, (first_ts or TRAIN_START_NS, last_ts))

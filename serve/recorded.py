@@ -107,17 +107,8 @@ def build_recorded_sets(
         for batch in batches_by_time(rows, interval):
             engine.clock.advance_to(int(batch["ts_event"][-1]))
             d = engine.on_batch(batch, view=False).decision
-            if d is None:
-                continue
-            if d.valid:
-                tr.valid_at.append(len(tr.mids))
-                tr.features.append(d.features)
-                tr.windows.append(d.window)
-                tr.books.append(d.book)
-                tr.order.append(order)
-                order += 1
-            tr.mids.append(float(d.meta.get("mid", np.nan)))
-            tr.ts.append(d.ts_event)
+            if d is not None:
+                order = tr.record(d, order)
         if progress is not None:
             progress(f"{name}: {len(rows):,} rows, {len(tr.mids):,} decisions, "
                      f"{len(tr.valid_at):,} valid")
