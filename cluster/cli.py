@@ -32,6 +32,8 @@ config_app = typer.Typer(no_args_is_help=True, help="Validate and describe confi
 models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
+risk_app = typer.Typer(no_args_is_help=True, help="Portfolio risk models.")
+app.add_typer(risk_app, name="risk")
 feed_app = typer.Typer(no_args_is_help=True, help="The exchange feed server.")
 app.add_typer(feed_app, name="feed")
 
@@ -319,6 +321,25 @@ def _version_of(rec: ModelRecord | None) -> str | None:
 FamilyArg = Annotated[
     str, typer.Argument(help="Model family (lgbm, xgboost, gru, deeplob, transformer).")
 ]
+
+
+@risk_app.command("backtest")
+def risk_backtest(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    alpha: Annotated[float, typer.Option(help="VaR confidence level.")] = 0.99,
+    window: Annotated[int, typer.Option(help="Periods of history per VaR estimate.")] = 250,
+    sim_seconds: Annotated[
+        float, typer.Option(help="Simulated seconds of the simulator series (0 = none).")
+    ] = 900.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Backtest the VaR models (Kupiec, Christoffersen, Basel light) on the recorded Binance
+    sessions' and the simulator's mid returns."""
+    from jobs.risk_backtest import main as backtest_main
+
+    argv = ["--config", str(config), "--alpha", str(alpha), "--window", str(window),
+            "--sim-seconds", str(sim_seconds)] + (["--json"] if as_json else [])
+    raise typer.Exit(backtest_main(argv))
 
 
 @models_app.command("list")

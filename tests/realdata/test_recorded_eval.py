@@ -120,3 +120,22 @@ def test_eval_job_reports_every_family_and_the_ensemble(tmp_path, capsys) -> Non
     assert abs(sum(rep["weights"].values()) - 1) < 1e-6
     with pytest.raises(SystemExit):  # argparse refuses an unknown session name
         main(["--sessions", "nope"])
+
+
+def test_risk_backtest_reports_every_method_on_real_and_simulated_returns(capsys) -> None:
+    from typer.testing import CliRunner
+
+    from cluster.cli import app
+
+    result = CliRunner().invoke(app, ["risk", "backtest", "--json", "--sim-seconds", "60",
+                                      "--window", "100"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert set(out["series"]) >= {f"binance-{SESSION}", "simulator-BTCUSDT"}
+    real = out["series"][f"binance-{SESSION}"]
+    assert real["periods"] > 3_000
+    for b in real["methods"].values():
+        assert b["days"] == real["periods"] - 100 and 0 <= b["exceptions"] <= b["days"]
+        assert 0 <= b["kupiec"]["p_value"] <= 1 and b["basel_zone"] in ("green", "yellow", "red")
+    # fat tails: the normal model is exceeded more often than the historical one
+    assert real["methods"]["normal"]["exceptions"] > real["methods"]["historical"]["exceptions"]
