@@ -171,24 +171,12 @@ def _train_one(
     say: Callable[[str], None],
 ) -> Any:
     names = Fi2010.flat_feature_names()
-    if name == "deeplob":
-        return DeepLOBModel.train(
-            tr.windows,
-            ytr,
-            epochs=cfg.epochs,
-            seed=cfg.seed,
-            validation=(va.windows, yva),
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            threads=cfg.threads,
-            device=cfg.device,
-            progress=_every(say, name),
-            class_weight=cfg.class_weight,
-            lr_schedule=cfg.lr_schedule,
-            **DEEPLOB_SIZES[cfg.deeplob_size],
+    if name in ("deeplob", "transformer"):
+        cls, arch = (
+            (DeepLOBModel, DEEPLOB_SIZES[cfg.deeplob_size]) if name == "deeplob"
+            else (TransformerModel, {"d_model": cfg.transformer_d_model})
         )
-    if name == "transformer":
-        return TransformerModel.train(
+        return cls.train(
             tr.windows,
             ytr,
             epochs=cfg.epochs,
@@ -201,7 +189,7 @@ def _train_one(
             progress=_every(say, name),
             class_weight=cfg.class_weight,
             lr_schedule=cfg.lr_schedule,
-            d_model=cfg.transformer_d_model,
+            **arch,
         )
     if name == "xgboost":
         return XGBModel.train(

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from cluster.config import MODEL_FAMILIES
+
 #: Model families the ensemble can combine, and the request field each one reads:
 #: ``features (N, F)``, ``windows (N, T, F)`` (feature windows) or ``books (N, T_b, 40)``
 #: (raw book windows, ``actors.book.book_window``).
@@ -20,7 +22,9 @@ FAMILY_INPUTS: dict[str, str] = {
     "deeplob": "books",
     "transformer": "books",
 }
-FAMILIES: tuple[str, ...] = tuple(FAMILY_INPUTS)
+FAMILIES: tuple[str, ...] = MODEL_FAMILIES  # the config's list: one definition
+if set(FAMILY_INPUTS) != set(FAMILIES):  # a family added to one list only is a coding error
+    raise ImportError(f"FAMILY_INPUTS must cover {FAMILIES}, was {sorted(FAMILY_INPUTS)}")
 #: Families that run torch (placed on a GPU when ``num_gpus`` > 0).
 TORCH_FAMILIES: tuple[str, ...] = ("gru", "deeplob", "transformer")
 #: Probabilities used when no timely model answer exists: "flat", i.e. do nothing.

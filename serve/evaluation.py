@@ -183,15 +183,29 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def check_temperature(temperature: Any) -> float:
+    """Return ``temperature`` as a float.
+
+    Raises:
+        ValidationError: not a finite number > 0.
+    """
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not np.isfinite(t) or t <= 0:
+        raise ValidationError("temperature", "finite and > 0", temperature)
+    return t
+
+
 def apply_temperature(scores: Any, temperature: float, *, logits: bool = False) -> np.ndarray:
     """Return ``softmax(z / temperature)`` where ``z`` is ``scores`` (logits) or ``log(scores)``.
 
     Raises:
         ValidationError: ``temperature`` not finite and > 0, or bad ``scores``.
     """
-    if not np.isfinite(temperature) or temperature <= 0:
-        raise ValidationError("temperature", "finite and > 0", temperature)
-    return _softmax(_logits(scores, logits) / float(temperature))
+    t = check_temperature(temperature)
+    return _softmax(_logits(scores, logits) / t)
 
 
 def fit_temperature(
@@ -248,6 +262,24 @@ def fit_temperature(
     return round(float(np.exp(res.x)), 6)
 
 
+def _per_model(
+    per_model: Mapping[str, Any], y: Any
+) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
+    """Check per-model probabilities against labels; return ``(names, y, probs)``."""
+    names = list(per_model)
+    if not names:
+        raise ValidationError("per_model", "non-empty", {})
+    t = _labels("y", y)
+    probs = [_probs(f"per_model[{n}]", per_model[n], t.size) for n in names]
+    k = probs[0].shape[1]
+    for name, p in zip(names, probs, strict=True):
+        if p.shape[1] != k:
+            raise ValidationError(f"per_model[{name}]", f"of {k} columns", p.shape[1])
+    if t.size and t.max() >= k:
+        raise ValidationError("y", f"< K {k}", int(t.max()))
+    return names, t, probs
+
+
 def _mixture_loss(stack: np.ndarray, w: np.ndarray) -> float:
     """``stack (M, N)``: each model's probability of the true class."""
     return float(-np.mean(np.log(np.clip(w @ stack, EPS, None))))
@@ -291,17 +323,7 @@ def fit_weights(
         >>> fit_weights({"a": pa_val, "b": pb_val}, y_val)
         {'a': 0.7, 'b': 0.3}
     """
-    names = list(per_model)
-    if not names:
-        raise ValidationError("per_model", "non-empty", {})
-    t = _labels("y", y)
-    probs = [_probs(f"per_model[{n}]", per_model[n], t.size) for n in names]
-    k = probs[0].shape[1]
-    for name, p in zip(names, probs, strict=True):
-        if p.shape[1] != k:
-            raise ValidationError(f"per_model[{name}]", f"of {k} columns", p.shape[1])
-    if t.size and t.max() >= k:
-        raise ValidationError("y", f"< K {k}", int(t.max()))
+    names, t, probs = _per_model(per_model, y)
     m = len(names)
     if m == 1 or t.size == 0:
         return {n: round(1.0 / m, 6) for n in names}
@@ -549,17 +571,10 @@ def fit_weights_f1(
         >>> w, b, f1 = fit_weights_f1({"a": pa_val, "b": pb_val}, y_val)
         >>> predict_with_bias(combine({"a": pa, "b": pb}, w), b)
     """
-    names = list(per_model)
-    if not names:
-        raise ValidationError("per_model", "non-empty", {})
     if steps < 1:
         raise ValidationError("steps", ">= 1", steps)
-    t = _labels("y", y)
-    probs = [_probs(f"per_model[{n}]", per_model[n], t.size) for n in names]
+    names, t, probs = _per_model(per_model, y)
     k = probs[0].shape[1]
-    for name, p in zip(names, probs, strict=True):
-        if p.shape[1] != k:
-            raise ValidationError(f"per_model[{name}]", f"of {k} columns", p.shape[1])
     stack = np.stack(probs)  # (M, N, K)
     grid = list(_simplex_grid(len(names), steps))
     for i, w in enumerate(extra):

@@ -45,6 +45,7 @@ import xgboost as xgb
 from torch import nn
 
 from actors.core.errors import ValidationError
+from serve.evaluation import apply_temperature, check_temperature
 from serve.models import (
     N_CLASSES,
     _check_labels,
@@ -253,9 +254,7 @@ class _TorchWindowModel:
 
     def with_temperature(self, temperature: float) -> _TorchWindowModel:
         """Set the softmax temperature (from :func:`serve.evaluation.fit_temperature`)."""
-        if not math.isfinite(temperature) or temperature <= 0:
-            raise ValidationError("temperature", "finite and > 0", temperature)
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature)
         return self
 
     def _tensor(self, w: np.ndarray) -> torch.Tensor:
@@ -648,9 +647,7 @@ class XGBModel:
 
     def with_temperature(self, temperature: float) -> XGBModel:
         """Set the softmax temperature applied to the log-probabilities."""
-        if not math.isfinite(temperature) or temperature <= 0:
-            raise ValidationError("temperature", "finite and > 0", temperature)
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature)
         return self
 
     def predict_proba(self, features: Any, windows: Any = None) -> np.ndarray:
@@ -660,8 +657,7 @@ class XGBModel:
             return np.empty((0, N_CLASSES), dtype=np.float64)
         p = np.asarray(self.booster.inplace_predict(x), dtype=np.float64).reshape(-1, N_CLASSES)
         if self.temperature != 1.0:
-            z = np.log(np.clip(p, 1e-12, None)) / self.temperature
-            p = np.exp(z - z.max(axis=1, keepdims=True))
+            p = apply_temperature(p, self.temperature)
         return _normalise_rows(p)
 
     def params(self) -> dict[str, Any]:

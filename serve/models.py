@@ -22,7 +22,6 @@ predictions silently wrong.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar, Protocol
@@ -34,6 +33,7 @@ from torch import nn
 
 from actors.core.errors import ValidationError
 from serve.ensemble import FAMILIES  # noqa: F401 - re-exported: the families' one definition
+from serve.evaluation import apply_temperature, check_temperature
 from serve.registry import ModelRecord, ModelRegistry, RegistryError
 
 N_CLASSES = 3
@@ -126,21 +126,6 @@ def _normalise_rows(p: np.ndarray) -> np.ndarray:
     return p / s
 
 
-def _check_temperature(temperature: float) -> float:
-    t = float(temperature)
-    if not math.isfinite(t) or t <= 0:
-        raise ValidationError("temperature", "finite and > 0", temperature)
-    return t
-
-
-def _tempered(p: np.ndarray, temperature: float) -> np.ndarray:
-    """Return ``softmax(log p / T)`` row-wise (``p`` unchanged when ``T`` is 1)."""
-    if temperature == 1.0:
-        return p
-    z = np.log(np.clip(p, 1e-12, None)) / temperature
-    return np.exp(z - z.max(axis=1, keepdims=True))
-
-
 def _json_bytes(data: Mapping[str, Any]) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
@@ -169,11 +154,11 @@ class LGBMModel:
         self.booster = booster
         self.feature_names = tuple(feature_names)
         self._params = dict(params)
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
 
     def with_temperature(self, temperature: float) -> LGBMModel:
         """Set the softmax temperature on the log-probabilities (calibration); returns self."""
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
         return self
 
     @staticmethod
@@ -261,7 +246,9 @@ class LGBMModel:
             return np.empty((0, N_CLASSES), dtype=np.float64)
         p = self.booster.predict(x, num_iteration=self._params.get("best_iteration"), num_threads=1)
         p = np.asarray(p, dtype=np.float64).reshape(x.shape[0], N_CLASSES)
-        return _normalise_rows(_tempered(p, self.temperature))
+        if self.temperature != 1.0:
+            p = apply_temperature(p, self.temperature)
+        return _normalise_rows(p)
 
     def params(self) -> dict[str, Any]:
         """Return the training parameters."""
@@ -332,12 +319,12 @@ class GRUModel:
         self.window = int(window)
         self.feature_names = tuple(feature_names)
         self._params = dict(params)
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
         self.device = torch.device("cpu")
 
     def with_temperature(self, temperature: float) -> GRUModel:
         """Set the softmax temperature on the logits (calibration); returns self."""
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
         return self
 
     def to(self, device: str | torch.device) -> GRUModel:

@@ -28,6 +28,7 @@ from cluster.config import RaydeskConfig
 from serve.dataset import TrainingSet, build_training_set
 from serve.ensemble import FAMILY_INPUTS, combine
 from serve.evaluation import (
+    apply_temperature,
     fit_class_bias,
     fit_temperature,
     fit_weights,
@@ -223,11 +224,15 @@ def fit_ensemble(
         t0 = time.perf_counter()
         models[family] = _train_family(family, cfg, train, task)
         seconds[family] = time.perf_counter() - t0
+    per_calib: dict[str, np.ndarray] = {}
     for family, model in models.items():
+        probs = predict_family(model, family, calib)
         if len(calib):
-            probs = predict_family(model, family, calib)
-            model.with_temperature(fit_temperature(probs, calib.labels))
-    per_calib = {f: predict_family(mod, f, calib) for f, mod in models.items()}
+            t = fit_temperature(probs, calib.labels)
+            model.with_temperature(t)
+            # softmax(log p / T) is what the tempered model predicts: no second pass over calib
+            probs = apply_temperature(probs, t)
+        per_calib[family] = probs
     weights = fit_weights(per_calib, calib.labels) if len(calib) else None
     if not weights or sum(weights.values()) <= 0:
         weights = {f: 1.0 / len(models) for f in models}
