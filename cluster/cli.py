@@ -342,6 +342,78 @@ def risk_backtest(
     raise typer.Exit(backtest_main(argv))
 
 
+AddressOpt = Annotated[
+    str, typer.Option("--address", help="Ray cluster address of the running topology.")
+]
+RunIdOpt = Annotated[
+    str | None, typer.Option("--run-id", help="Run id (default: the only running one).")
+]
+
+
+def _risk_actor(config: Path, address: str, run_id: str | None) -> tuple[RaydeskConfig, Any]:
+    from cluster.risk_ops import find_risk_actor
+
+    cfg = _load(config)
+    try:
+        return cfg, find_risk_actor(cfg, address, run_id)
+    except (LookupError, ConnectionError) as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+@risk_app.command("status")
+def risk_status(
+    config: ConfigOpt = DEFAULT_CONFIG, address: AddressOpt = "auto", run_id: RunIdOpt = None
+) -> None:
+    """Print the running risk actor's state, PnL, drawdown, exposure, VaR/ES and counters."""
+    from cluster.risk_ops import call
+
+    _, actor = _risk_actor(config, address, run_id)
+    print(json.dumps(call(actor, "status"), indent=2, sort_keys=True))
+
+
+@risk_app.command("halt")
+def risk_halt(
+    reason: Annotated[str, typer.Argument(help="Why (recorded as MANUAL:<reason>).")],
+    config: ConfigOpt = DEFAULT_CONFIG, address: AddressOpt = "auto", run_id: RunIdOpt = None,
+) -> None:
+    """Halt trading now (no token needed: stopping is always allowed)."""
+    from cluster.risk_ops import call
+
+    _, actor = _risk_actor(config, address, run_id)
+    print(json.dumps(call(actor, "halt", reason), sort_keys=True))
+
+
+@risk_app.command("rearm")
+def risk_rearm(
+    operator: Annotated[str, typer.Option("--operator", help="Who re-arms (recorded).")],
+    config: ConfigOpt = DEFAULT_CONFIG, address: AddressOpt = "auto", run_id: RunIdOpt = None,
+) -> None:
+    """Re-arm trading after a kill-switch trip. The token is read from the environment
+    variable named by ``risk.rearm_token_env`` (default RAYDESK_REARM_TOKEN), or prompted for;
+    the risk actor compares it with its own copy of that variable."""
+    import os
+
+    from actors.risk.engine import RearmRefused
+    from cluster.risk_ops import call
+
+    cfg, actor = _risk_actor(config, address, run_id)
+    token = os.environ.get(cfg.risk.rearm_token_env)
+    if not token:
+        if not sys.stdin.isatty():
+            err.print(f"[bold red]error:[/] {cfg.risk.rearm_token_env} must be set, was unset")
+            raise typer.Exit(2)
+        token = typer.prompt("re-arm token", hide_input=True)
+    try:
+        print(json.dumps(call(actor, "rearm", operator, token), sort_keys=True))
+    except (RearmRefused, PermissionError) as exc:
+        err.print(f"[bold red]refused:[/] {exc}")
+        raise typer.Exit(3) from None
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
 @models_app.command("list")
 def models_list(config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """List model versions in the registry (``*`` marks production, ``~`` the shadow), then
@@ -474,7 +546,8 @@ def models_train(
 @app.command()
 def bench(
     name: Annotated[
-        str, typer.Argument(help="Benchmark: book | simulator | replay | feed | inference.")
+        str,
+        typer.Argument(help="Benchmark: book | simulator | replay | feed | inference | risk."),
     ],
     config: ConfigOpt = DEFAULT_CONFIG,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,

@@ -413,21 +413,198 @@ class StrategyConfig(Strict):
     )
 
 
+class SymbolRiskLimits(Strict):
+    """Per-symbol overrides of :class:`RiskConfig`'s per-order and per-symbol limits."""
+
+    max_position_lots: int | None = Field(None, ge=0, description="|position| cap, lots.")
+    max_notional_per_order: float | None = Field(None, gt=0, description="Per-order notional.")
+    min_notional: float | None = Field(None, ge=0, description="Smallest order notional.")
+    min_qty_lots: int | None = Field(None, ge=1, description="Smallest order, lots.")
+    max_qty_lots: int | None = Field(None, ge=1, description="Largest order, lots.")
+    max_orders_per_s: float | None = Field(None, gt=0, description="Order token-bucket rate.")
+    order_burst: int | None = Field(None, ge=1, description="Order token-bucket capacity.")
+    max_open_orders: int | None = Field(None, ge=1, description="Working orders on the symbol.")
+    price_band_bps: float | None = Field(None, gt=0, description="Limit price band, bps.")
+
+
+class VarLimitConfig(Strict):
+    """The pre-trade VaR / ES limit on the post-trade portfolio (``actors/risk/monitor.py``)."""
+
+    alpha: float = Field(0.99, gt=0.5, lt=1, description="Confidence level of the limits.")
+    horizon_s: float = Field(60.0, gt=0, description="Horizon of the limits, seconds.")
+    method: Literal["normal", "historical"] = Field(
+        "normal",
+        description="normal: delta-normal from the sample covariance (O(1) per check); "
+        "historical: the post-trade P&L of every sampled joint return (O(window) per check). "
+        "Both scale one-sample returns to the horizon by sqrt(time).",
+    )
+    var_limit: float | None = Field(
+        None, gt=0, description="Deny an order whose post-trade VaR exceeds this (quote "
+        "currency) unless it lowers VaR. None = off."
+    )
+    es_limit: float | None = Field(
+        None, gt=0, description="Same for Expected Shortfall. None = off."
+    )
+    sample_ms: float = Field(
+        1_000.0, gt=0, description="Mid prices are sampled on this grid to build returns."
+    )
+    window: int = Field(600, ge=10, description="Returns kept (the estimation window).")
+    min_returns: int = Field(
+        30, ge=2, description="Below this many returns the VaR limit is not enforced yet "
+        "(counted as raydesk_risk_var_warmup)."
+    )
+
+    @model_validator(mode="after")
+    def _window(self) -> VarLimitConfig:
+        if self.min_returns > self.window:
+            raise ValueError(
+                f"risk.var.min_returns must be <= window {self.window}, was {self.min_returns}"
+            )
+        return self
+
+
+class RiskReportConfig(Strict):
+    """The periodic portfolio-risk report (VaR / ES by every method, stress, heat, correlation)."""
+
+    every_s: float = Field(
+        10.0, gt=0, description="Report period on the risk actor's clock. Metrics and summary."
+    )
+    alphas: tuple[float, ...] = Field((0.95, 0.99), min_length=1, description="Confidences.")
+    horizons_s: tuple[float, ...] = Field((1.0, 60.0), min_length=1, description="Horizons, s.")
+    mc_paths: int = Field(10_000, ge=100, description="Monte Carlo scenarios.")
+    mc_dof: float | None = Field(
+        5.0, gt=2, description="Student-t degrees of freedom of the Monte Carlo (None = normal)."
+    )
+    correlation_alert: float = Field(
+        0.8, gt=0, le=1, description="Pairs with |rolling correlation| at or above this alert."
+    )
+    scenarios: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {
+            "all_down_10pct": {"*": -0.10},
+            "all_up_10pct": {"*": 0.10},
+            "all_down_25pct": {"*": -0.25},
+        },
+        description="Hypothetical stress scenarios: name -> {symbol or '*': simple return}. "
+        "Historical scenarios (the worst observed joint moves) are added to these.",
+    )
+
+    @field_validator("alphas")
+    @classmethod
+    def _alphas(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        for a in v:
+            if not 0.5 < a < 1:
+                raise ValueError(f"risk.report.alphas must be in (0.5, 1), was {a}")
+        return v
+
+    @field_validator("horizons_s")
+    @classmethod
+    def _horizons(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        for h in v:
+            if not h > 0:
+                raise ValueError(f"risk.report.horizons_s must be > 0, was {h}")
+        return v
+
+
 class RiskConfig(Strict):
-    max_position_lots: int = Field(100, ge=0, description="|position| per symbol after a fill.")
+    # --- per order ---
     max_notional_per_order: float = Field(
         50_000.0, gt=0, description="Price × quantity of one order, quote currency."
     )
+    min_notional: float = Field(0.0, ge=0, description="Smallest order notional, quote currency.")
+    min_qty_lots: int = Field(1, ge=1, description="Smallest order quantity, lots.")
+    max_qty_lots: int = Field(1_000_000, ge=1, description="Largest order quantity, lots.")
+    price_band_bps: float = Field(
+        200.0, gt=0, description="Fat-finger band: a limit price further than this from the "
+        "reference price (microprice, or mid when one side is empty) is denied."
+    )
+    # --- per symbol ---
+    max_position_lots: int = Field(
+        100, ge=0, description="Worst-case |position + working same-side + order| per symbol."
+    )
+    max_open_orders_per_symbol: int = Field(20, ge=1, description="Working orders per symbol.")
     max_orders_per_s: float = Field(
         20.0, gt=0, description="Token-bucket refill rate, orders per second, per symbol."
     )
     order_burst: int = Field(10, ge=1, description="Token-bucket capacity per symbol.")
-    daily_loss_limit: float = Field(
-        5_000.0, gt=0, description="Loss (realised + unrealised) that trips the kill switch."
+    symbols: dict[str, SymbolRiskLimits] = Field(
+        default_factory=dict, description="Per-symbol overrides of the limits above."
     )
+    quarantined_symbols: tuple[str, ...] = Field(
+        (), description="Symbols on which new orders are denied (operator quarantine)."
+    )
+    # --- portfolio ---
+    capital: float = Field(
+        100_000.0, gt=0, description="Account equity at start, quote currency: the base of "
+        "concentration and heat (equity = capital + PnL)."
+    )
+    max_gross_exposure: float = Field(
+        250_000.0, gt=0, description="Σ worst-case |exposure| over symbols, quote currency."
+    )
+    max_net_exposure: float = Field(
+        150_000.0, gt=0, description="Worst-case |Σ signed exposure|, quote currency."
+    )
+    max_concentration: float = Field(
+        1.0, gt=0, description="Worst-case |exposure| of one symbol / equity."
+    )
+    max_open_orders: int = Field(100, ge=1, description="Working orders over all symbols.")
+    max_orders_per_s_global: float = Field(
+        100.0, gt=0, description="Token-bucket rate over all symbols, orders per second."
+    )
+    order_burst_global: int = Field(50, ge=1, description="Global order token-bucket capacity.")
+    max_messages_per_s: float = Field(
+        200.0, gt=0, description="Message budget (submits + cancels), per second. Cancels are "
+        "never denied but spend it; a submit finding it empty is denied."
+    )
+    message_burst: int = Field(100, ge=1, description="Message token-bucket capacity.")
+    self_trade_prevention: bool = Field(
+        True, description="Deny an order that could trade against one of our own working "
+        "orders on the same symbol."
+    )
+    var: VarLimitConfig = VarLimitConfig()
+    report: RiskReportConfig = RiskReportConfig()
+    # --- freshness ---
     max_book_age_ms: float = Field(
         5_000.0, gt=0, description="Orders on a book older than this are denied."
     )
+    max_feature_age_ms: float = Field(
+        5_000.0, gt=0, description="Orders from features older than this are denied "
+        "(SubmitOrder.features_ts_ns; 0 = not model-driven, not checked)."
+    )
+    max_signal_age_ms: float = Field(
+        2_000.0, gt=0, description="Orders from a model output older than this are denied "
+        "(SubmitOrder.signal_ts_ns; 0 = not model-driven, not checked)."
+    )
+    # --- kill switches ---
+    daily_loss_limit: float = Field(
+        5_000.0, gt=0, description="Loss (realised - fees + unrealised) since 00:00 UTC (or "
+        "the last re-arm) that trips the kill switch."
+    )
+    max_drawdown: float | None = Field(
+        None, gt=0, description="Fall of equity from its high-water mark (since start or the "
+        "last re-arm) that trips the kill switch, quote currency. None = off."
+    )
+    flatten_on_halt: bool = Field(
+        False, description="On a trip, also close every position with reduce-only market orders."
+    )
+    rearm_token_env: str = Field(
+        "RAYDESK_REARM_TOKEN", pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Environment variable of the risk actor holding the re-arm secret. Re-arm "
+        "is refused (and counted) without the right token, or when the variable is unset.",
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> RiskConfig:
+        if self.min_qty_lots > self.max_qty_lots:
+            raise ValueError(
+                f"risk.min_qty_lots must be <= max_qty_lots {self.max_qty_lots}, "
+                f"was {self.min_qty_lots}"
+            )
+        if self.min_notional > self.max_notional_per_order:
+            raise ValueError(
+                f"risk.min_notional must be <= max_notional_per_order "
+                f"{self.max_notional_per_order}, was {self.min_notional}"
+            )
+        return self
 
 
 class ExecutionConfig(Strict):
@@ -506,6 +683,15 @@ class RaydeskConfig(Strict):
             if ins.symbol in seen:
                 raise ValueError(f"instruments symbols must be unique, was {ins.symbol!r} twice")
             seen.add(ins.symbol)
+        for where, names in (
+            ("risk.symbols", sorted(self.risk.symbols)),
+            ("risk.quarantined_symbols", list(self.risk.quarantined_symbols)),
+        ):
+            for name in names:
+                if name not in seen:
+                    raise ValueError(
+                        f"{where} must name configured instruments {sorted(seen)}, was {name!r}"
+                    )
         return self
 
     def instrument_map(self) -> dict[str, Instrument]:

@@ -69,6 +69,9 @@ class RunStats:
     )
     pnl: float = 0.0
     trading_state: str = "ACTIVE"
+    state_changes: list[dict[str, Any]] = field(default_factory=list)
+    alerts: Counter = field(default_factory=Counter)
+    risk_report: dict[str, Any] | None = None
     models: dict[str, str] = field(default_factory=dict)
     wall_start: float = field(default_factory=time.perf_counter)
     wall_end: float = 0.0  # set when the loop stops (before teardown)
@@ -207,6 +210,7 @@ class TradingKernel:
         records += [e.to_record() for e in res.denials]
         records += [e.to_record() for e in res.events]
         records += [e.to_record() for e in res.state_events]
+        records += [e.to_record() for e in res.alerts]
         origins = {
             c.client_order_id: (c.trigger_ts_init if not self.replay else wall_init[c.decision_id])
             for c in commands
@@ -246,10 +250,31 @@ class TradingKernel:
                 m.inc("raydesk_order_errors", reason=e.reason)
         for e in res.state_events:
             st.trading_state = e.state
+            st.state_changes.append(e.to_record())
             if e.state == "HALTED":
                 m.inc("raydesk_kill_switch_trips", reason=e.reason)
+        for a in res.alerts:
+            st.alerts[a.code] += 1
+            m.inc("raydesk_risk_alerts", code=a.code)
         st.pnl = res.pnl
         m.set("raydesk_pnl", res.pnl)
+        for kind, v in res.exposure.items():
+            m.set("raydesk_exposure", v, kind=kind)
+        if res.var_es is not None:
+            m.set("raydesk_pretrade_var", res.var_es[0], measure="var")
+            m.set("raydesk_pretrade_var", res.var_es[1], measure="es")
+        if res.report is not None:
+            st.risk_report = res.report
+            m.set("raydesk_drawdown", res.report.get("drawdown", 0.0))
+            heat = (res.report.get("heat") or {}).get("value")
+            if heat is not None:
+                m.set("raydesk_portfolio_heat", heat)
+            sample_s = res.report.get("sample_s", 1.0)
+            for row in (res.report.get("var") or {}).get("estimates", []):
+                tags = {"method": row["method"], "alpha": str(row["alpha"]),
+                        "horizon_s": f"{row['horizon'] * sample_s:g}"}
+                m.set("raydesk_portfolio_var", row["var"], measure="var", **tags)
+                m.set("raydesk_portfolio_var", row["es"], measure="es", **tags)
 
     async def run(
         self,

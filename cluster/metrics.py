@@ -59,6 +59,27 @@ METRICS: dict[str, MetricSpec] = {
     "raydesk_kill_switch_trips": MetricSpec(
         "counter", "Kill-switch trips.", ("reason",)
     ),
+    "raydesk_risk_alerts": MetricSpec(
+        "counter", "Risk alerts (code: REARM_REFUSED, CORRELATION_HIGH).", ("code",)
+    ),
+    "raydesk_exposure": MetricSpec(
+        "gauge", "Worst-case portfolio exposure, quote currency (kind: gross, net).", ("kind",)
+    ),
+    "raydesk_pretrade_var": MetricSpec(
+        "gauge", "Pre-trade VaR and ES of the worst-case exposures (measure: var, es).",
+        ("measure",),
+    ),
+    "raydesk_portfolio_var": MetricSpec(
+        "gauge",
+        "Periodic report: VaR / ES of the held positions by method, confidence and horizon.",
+        ("measure", "method", "alpha", "horizon_s"),
+    ),
+    "raydesk_portfolio_heat": MetricSpec(
+        "gauge", "Undiversified loss at the report's largest confidence / equity.", ()
+    ),
+    "raydesk_drawdown": MetricSpec(
+        "gauge", "Fall of equity from its high-water mark, quote currency.", ()
+    ),
     "raydesk_tick_to_order_ms": MetricSpec(
         "histogram", "Triggering market event ts_init to order acceptance, ms.", ("symbol",),
         tuple(LATENCY_MS_BUCKETS),

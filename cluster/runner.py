@@ -59,6 +59,11 @@ def summarize(
         "pnl": portfolio.get("total_pnl", stats.pnl),
         "portfolio": portfolio,
         "trading_state": stats.trading_state,
+        "risk": {
+            "state_changes": stats.state_changes,
+            "alerts": dict(sorted(stats.alerts.items())),
+            "last_report": stats.risk_report,
+        },
         "latency_ms": {
             "what": "tick-to-order: triggering event ts_init (live) or batch entry (replay) "
             "to acceptance by the execution actor, wall clock",

@@ -85,7 +85,9 @@ class SubmitOrder(Message):
     """Ask for a new order. ``price_ticks`` is ``None`` for market orders.
 
     ``trigger_ts_init`` is the ``ts_init`` of the market event that led to the order: latency
-    is measured from it.
+    is measured from it. ``features_ts_ns`` is when the features behind the order were computed
+    and ``signal_ts_ns`` when the model output behind it was produced (both on the deciding
+    engine's clock; 0 for an order no model drove): risk denies either when too old.
     """
 
     client_order_id: str
@@ -99,6 +101,8 @@ class SubmitOrder(Message):
     strategy_id: str = "default"
     decision_id: str = ""
     trigger_ts_init: int = 0
+    features_ts_ns: int = 0
+    signal_ts_ns: int = 0
 
     kind: ClassVar[str] = "command"
 
@@ -214,9 +218,27 @@ class DecisionMade(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TradingStateChanged(Message):
-    """The risk engine's trading state changed (e.g. the kill switch tripped)."""
+    """The risk engine's trading state changed (e.g. the kill switch tripped).
+
+    ``reason`` is a stable code (``DAILY_LOSS_LIMIT``, ``MAX_DRAWDOWN``, ``REARMED:{operator}``,
+    ``MANUAL:...``); ``detail`` names the values (``"pnl -5012.5 <= -5000.0"``).
+    """
 
     state: str
     reason: str
+    detail: str = ""
+
+    kind: ClassVar[str] = "event"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiskAlert(Message):
+    """Something risk wants on the record that is not an order event or a state change.
+
+    ``code`` is stable (``REARM_REFUSED``, ``CORRELATION_HIGH``); ``detail`` names the values.
+    """
+
+    code: str
+    detail: str
 
     kind: ClassVar[str] = "event"

@@ -145,6 +145,7 @@ class Portfolio:
     def __init__(self) -> None:
         self._positions: dict[str, Position] = {}
         self._instruments: dict[str, Instrument] = {}
+        self._marks: dict[str, float] = {}  # every symbol marked, traded or not
 
     def apply_fill(self, fill: OrderFilled, instrument: Instrument) -> float:
         """Apply one fill to its symbol's position and return the PnL it realised.
@@ -159,15 +160,25 @@ class Portfolio:
         self._instruments[fill.symbol] = instrument
         pos = self._positions.get(fill.symbol)
         if pos is None:
-            pos = self._positions[fill.symbol] = Position(fill.symbol)
+            pos = self._positions[fill.symbol] = Position(
+                fill.symbol, mark_ticks=self._marks.get(fill.symbol)
+            )
         return pos.apply(fill.side, fill.last_qty_lots, fill.last_px_ticks, fill.fee, instrument)
 
     def mark(self, symbol: str, mid_ticks: float) -> float:
-        """Mark ``symbol`` at ``mid_ticks`` and return its unrealised PnL (0 if never traded)."""
+        """Mark ``symbol`` at ``mid_ticks`` and return its unrealised PnL (0 if never traded).
+
+        The mark is kept for a symbol not traded yet too: its first fill is valued at it.
+        """
+        self._marks[symbol] = float(mid_ticks)
         pos = self._positions.get(symbol)
         if pos is None:
             return 0.0
         return pos.remark(mid_ticks, self._instruments[symbol])
+
+    def marks(self) -> dict[str, float]:
+        """The last mark of every symbol marked, in ticks (sorted)."""
+        return dict(sorted(self._marks.items()))
 
     def position(self, symbol: str) -> Position | None:
         """Return the live position of ``symbol`` (``None`` if never traded)."""
@@ -210,6 +221,7 @@ class Portfolio:
                 }
                 for s, i in sorted(self._instruments.items())
             },
+            "marks": dict(sorted(self._marks.items())),
         }
 
     @classmethod
@@ -223,4 +235,5 @@ class Portfolio:
         for d in snapshot.get("positions", []):
             pos = Position.from_dict(d)
             pf._positions[pos.symbol] = pos
+        pf._marks = {s: float(m) for s, m in snapshot.get("marks", {}).items()}
         return pf

@@ -1,12 +1,26 @@
-"""RiskActor: every order passes here before the ExecutionActor (thin Ray wrapper)."""
+"""RiskActor: every order passes here before the ExecutionActor (thin Ray wrapper).
+
+Operators reach a running risk actor by name (``risk-{run_id}`` in the run's namespace):
+``raydesk risk rearm|halt|status`` call :meth:`RiskActor.rearm`, :meth:`RiskActor.halt` and
+:meth:`RiskActor.status`. Their state changes and refusals are queued and handed to the kernel
+with the next step's result, so the journal records them in order with everything else.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Any
 
 from actors.core.clock import make_clock
-from actors.core.messages import OrderDenied, OrderEvent, SubmitOrder, TradingStateChanged
+from actors.core.messages import (
+    CancelOrder,
+    OrderDenied,
+    OrderEvent,
+    RiskAlert,
+    SubmitOrder,
+    TradingStateChanged,
+)
 from actors.core.views import BookView
 from actors.risk.engine import RiskEngine, TradingState
 from cluster.config import RaydeskConfig
@@ -14,54 +28,133 @@ from cluster.config import RaydeskConfig
 
 @dataclass(frozen=True, slots=True)
 class RiskResult:
-    """Denials, execution events, trading-state changes and PnL of one step."""
+    """Denials, execution events, trading-state changes, alerts and PnL of one step.
+
+    ``report`` is the periodic portfolio-risk report when one fell due this step.
+    ``approved`` lists the client order ids approved (also when there is no execution actor).
+    """
 
     denials: list[OrderDenied]
     events: list[OrderEvent]
     state_events: list[TradingStateChanged]
     accept_wall_ns: dict[str, int]
     pnl: float
+    alerts: list[RiskAlert] = field(default_factory=list)
+    exposure: dict[str, float] = field(default_factory=dict)
+    var_es: tuple[float, float] | None = None
+    report: dict[str, Any] | None = None
+    approved: list[str] = field(default_factory=list)
 
 
 class RiskActor:
-    """Checks orders, forwards the approved ones to execution, and runs the kill switch."""
+    """Checks orders, forwards the approved ones to execution, and runs the kill switches.
+
+    Args:
+        cfg: The run's config as a dict.
+        replay: Simulated time.
+        execution: The ExecutionActor handle; ``None`` for a check-only risk service (the risk
+            benchmark): approved orders are then released at once, as if canceled.
+    """
 
     def __init__(self, cfg: dict[str, Any], replay: bool, execution: Any) -> None:
         c = RaydeskConfig.model_validate(cfg)
         self.clock = make_clock(replay)
-        self.engine = RiskEngine(c.risk, c.instrument_map(), self.clock)
+        secret = os.environ.get(c.risk.rearm_token_env) or None
+        self.engine = RiskEngine(c.risk, c.instrument_map(), self.clock, secret)
+        self.flatten = c.risk.flatten_on_halt
         self.execution = execution
+        self._pending: list[TradingStateChanged] = []
 
     async def process(
-        self, now_ns: int, commands: list[SubmitOrder], views: dict[str, BookView]
+        self,
+        now_ns: int,
+        commands: list[SubmitOrder | CancelOrder],
+        views: dict[str, BookView],
     ) -> RiskResult:
         """Mark, check every order, execute the approved ones, and account their fills."""
         self.clock.advance_to(now_ns)
-        was_halted = self.engine.state is TradingState.HALTED
-        state_events = list(self.engine.on_marks(views))
-        approved: list[SubmitOrder] = []
+        eng = self.engine
+        was_halted = eng.state is TradingState.HALTED
+        state_events = self._pending
+        self._pending = []
+        state_events.extend(eng.on_marks(views))
+        approved: list[SubmitOrder | CancelOrder] = []
         denials: list[OrderDenied] = []
         for cmd in commands:
-            denied = self.engine.check(cmd, views.get(cmd.symbol))
+            if isinstance(cmd, CancelOrder):
+                eng.on_message_sent(cmd)  # cancels reduce risk: never denied
+                approved.append(cmd)
+                continue
+            denied = eng.check(cmd, views.get(cmd.symbol))
             if denied is None:
                 approved.append(cmd)
             else:
                 denials.append(denied)
-        halted_now = self.engine.state is TradingState.HALTED and not was_halted
-        res = await self.execution.execute.remote(now_ns, approved, views, halted_now)
-        for ev in res.events:
-            state_events.extend(self.engine.on_event(ev))
-        if self.engine.state is TradingState.HALTED and not halted_now and not was_halted:
-            # tripped by this step's fills: cancel whatever is still working
-            more = await self.execution.execute.remote(now_ns, [], {}, True)
-            res.events.extend(more.events)
-            for ev in more.events:
-                state_events.extend(self.engine.on_event(ev))
-        return RiskResult(denials, res.events, state_events, res.accept_wall_ns, self.engine.pnl())
+        tripped = eng.state is TradingState.HALTED and not was_halted
+        if tripped and self.flatten:
+            approved.extend(eng.flatten_orders(views))
+        ids = [c.client_order_id for c in approved if isinstance(c, SubmitOrder)]
+        events: list[OrderEvent] = []
+        wall: dict[str, int] = {}
+        if self.execution is None:
+            for coid in ids:
+                eng.release(coid)
+        else:
+            res = await self.execution.execute.remote(now_ns, approved, views, tripped)
+            events, wall = res.events, res.accept_wall_ns
+            for ev in events:
+                state_events.extend(eng.on_event(ev))
+            if eng.state is TradingState.HALTED and not tripped and not was_halted:
+                # tripped by this step's fills: cancel whatever is still working (and flatten)
+                more_cmds = eng.flatten_orders(views) if self.flatten else []
+                more = await self.execution.execute.remote(now_ns, more_cmds, views, True)
+                events.extend(more.events)
+                wall.update(more.accept_wall_ns)
+                for ev in more.events:
+                    state_events.extend(eng.on_event(ev))
+        report = eng.risk_report() if eng.report_due() else None
+        return RiskResult(
+            denials=denials,
+            events=events,
+            state_events=state_events,
+            accept_wall_ns=wall,
+            pnl=eng.pnl(),
+            alerts=eng.drain_alerts(),
+            exposure=eng.exposure(),
+            var_es=eng.var_es(),
+            report=report,
+            approved=ids,
+        )
 
-    def rearm(self, operator: str) -> TradingStateChanged:
-        """Deliberately re-arm after a kill-switch trip."""
-        return self.engine.rearm(operator)
+    # --- operator commands (by name, from `raydesk risk ...`) ----------------------------------
+    def rearm(self, operator: str, token: str) -> dict[str, Any]:
+        """Re-arm after a trip (authenticated; refusals raise ``RearmRefused`` and are
+        journaled with the next step)."""
+        ev = self.engine.rearm(operator, token)
+        self._pending.append(ev)
+        return ev.to_record()
+
+    def halt(self, reason: str) -> dict[str, Any]:
+        """Halt trading by hand (no authentication: stopping is always allowed)."""
+        ev = self.engine.halt(reason)
+        self._pending.append(ev)
+        return ev.to_record()
+
+    def status(self) -> dict[str, Any]:
+        """State, PnL, drawdown, exposure, pre-trade VaR/ES, open orders and counters."""
+        e = self.engine
+        var_es = e.var_es()
+        return {
+            "state": e.state.value,
+            "pnl_today": e.pnl(),
+            "equity": e.equity(),
+            "drawdown": e.drawdown(),
+            "exposure": e.exposure(),
+            "var_es": None if var_es is None else {"var": var_es[0], "es": var_es[1]},
+            "open_orders": e.open_orders(),
+            "positions": {s: p.qty_lots for s, p in e.positions().items()},
+            "counters": dict(e.counters),
+        }
 
     def snapshot(self) -> dict[str, Any]:
         """Return the engine's checkpoint image."""

@@ -84,4 +84,6 @@ class StrategyEngine:
             strategy_id=self.strategy_id,
             decision_id=dp.decision_id,
             trigger_ts_init=dp.ts_init,
+            features_ts_ns=dp.ts_init,
+            signal_ts_ns=now_ns,
         )

@@ -39,9 +39,12 @@ INS = instruments()[SYMBOL]
 PX = 600_000  # 60000.0
 
 
+TOKEN = "test-rearm-token"
+
+
 def make_risk(**overrides: Any) -> tuple[RiskEngine, SimClock]:
     clock = SimClock(T0)
-    return RiskEngine(RiskConfig(**overrides), instruments(), clock), clock
+    return RiskEngine(RiskConfig(**overrides), instruments(), clock, TOKEN), clock
 
 
 def book(mid: int = PX, ts: int = T0, quarantined: bool = False) -> BookView:
@@ -78,9 +81,9 @@ def test_risk_approves_a_plain_order() -> None:
 
 def test_risk_denies_order_over_max_notional() -> None:
     risk, _ = make_risk(max_notional_per_order=50_000.0)
-    d = risk.check(submit("a", BUY, qty=1000, price=618_305), book())
+    d = risk.check(submit("a", BUY, qty=1000, price=PX), book())
     assert d is not None and d.reason == DenyReason.NOTIONAL_EXCEEDS_MAX_PER_ORDER
-    assert d.detail.startswith("notional 61830.5 > max 50000.0")
+    assert d.detail.startswith("notional 60000.0 > max 50000.0")
     assert risk.working_lots(SYMBOL, BUY) == 0
 
 
@@ -125,7 +128,7 @@ def test_risk_denies_order_over_max_position_counting_working_orders() -> None:
     assert d is not None and d.reason == DenyReason.POSITION_EXCEEDS_MAX
     assert "position 110 > max 100" in d.detail
     # the other side does not add to the worst case
-    assert risk.check(submit("s", SELL, qty=100, price=PX), book()) is None
+    assert risk.check(submit("s", SELL, qty=100, price=PX + 5), book()) is None
     risk.on_event(OrderCanceled(ts_event=T0, ts_init=T0, client_order_id="a", symbol=SYMBOL))
     assert risk.check(submit("c", BUY, qty=50, price=PX), book()) is None
 
@@ -193,8 +196,8 @@ def test_risk_rearm_is_deliberate_and_counts_from_rearm_pnl() -> None:
     assert risk.on_marks({SYMBOL: book(PX - 6_000)}) == []  # never automatic
     assert risk.state is TradingState.HALTED
     with pytest.raises(ValidationError):
-        risk.rearm("")
-    ev = risk.rearm("alice")
+        risk.rearm("", TOKEN)
+    ev = risk.rearm("alice", TOKEN)
     assert (ev.state, ev.reason) == ("ACTIVE", "REARMED:alice")
     assert risk.on_marks({SYMBOL: book(PX - 6_000)}) == []
     assert risk.check(submit("b", SELL, qty=10, price=PX), book()) is None
@@ -352,7 +355,7 @@ def test_property_risk_limits_hold_for_any_sequence(actions: list[tuple]) -> Non
 
 
 def test_risk_prices_a_market_order_at_the_levels_it_would_sweep() -> None:
-    risk, _clock = make_risk(max_notional_per_order=1_000.0)
+    risk, _clock = make_risk(max_notional_per_order=1_000.0, price_band_bps=20_000.0)
     sweep = lots_book(asks=[(1000, 1), (2000, 50)], bids=[(999, 5)])
     # priced at the touch, 9,000 lots (9 units) would cost 900; sweeping the asks costs ~1,800
     cmd = submit("m1", BUY, qty=9_000, price=None)
