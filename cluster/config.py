@@ -411,6 +411,24 @@ class StrategyConfig(Strict):
     limit_offset_ticks: int = Field(
         1, ge=0, description="For limit_ioc: ticks through the touch the limit price sits."
     )
+    sizing: Literal["fixed", "vol_target", "kelly", "risk_parity"] = Field(
+        "fixed",
+        description="Position sizing (actors/strategy/sizer.py): fixed = target_position_lots; "
+        "the others size from the sampled return covariance against risk.capital, capped at "
+        "target_position_lots, and do not trade before sizing_min_returns returns.",
+    )
+    target_vol_daily: float = Field(
+        0.02, gt=0, description="vol_target / risk_parity: daily volatility of the sized "
+        "exposure (of the whole book for risk_parity), as a fraction of capital."
+    )
+    kelly_fraction: float = Field(0.5, gt=0, le=1, description="kelly: fraction of full Kelly.")
+    kelly_cap: float = Field(1.0, gt=0, description="kelly: largest leverage per symbol.")
+    sizing_horizon_s: float = Field(
+        60.0, gt=0, description="kelly: horizon of the signal's edge, seconds."
+    )
+    sizing_sample_ms: float = Field(1_000.0, gt=0, description="Return sampling grid, ms.")
+    sizing_window: int = Field(600, ge=10, description="Returns kept for the covariance.")
+    sizing_min_returns: int = Field(30, ge=2, description="Returns needed before sizing.")
 
 
 class SymbolRiskLimits(Strict):

@@ -101,7 +101,9 @@ class TradingKernel:
         self.cfg = cfg
         self.topo = topology
         self.replay = replay
-        self.strategy = StrategyEngine(cfg.strategy)
+        self.strategy = StrategyEngine(
+            cfg.strategy, instruments=cfg.instrument_map(), capital=cfg.risk.capital
+        )
         self.stats = RunStats()
         self.metrics = Metrics()
         self.symbols = [i.symbol for i in cfg.instruments]
@@ -169,6 +171,7 @@ class TradingKernel:
         now_ns = sim_now if self.replay else time.time_ns()
         inf_ns = 0 if self.replay else int(inf_ms * 1e6)
         pmap = {d.decision_id: probs[i] for i, d in enumerate(valid)}
+        self.strategy.on_marks(now_ns, views)
         commands, decisions = [], []
         for d in dps:
             p = pmap.get(d.decision_id, FALLBACK_PROBS)

@@ -905,10 +905,13 @@ def bench_inference(cfg: RaydeskConfig, rate: int = 1_000, duration_s: float = 5
         "machine": _machine(),
     }
 
+from jobs.bench_risk import bench_risk  # noqa: E402 - it imports _machine from here lazily
+
 BENCHMARKS: dict[str, Callable[[RaydeskConfig], dict[str, Any]]] = {
     "simulator": bench_simulator,
     "book": bench_book,
     "replay": bench_replay,
     "feed": bench_feed,
     "inference": bench_inference,
+    "risk": bench_risk,
 }

@@ -64,6 +64,7 @@ class RiskActor:
         self.flatten = c.risk.flatten_on_halt
         self.execution = execution
         self._pending: list[TradingStateChanged] = []
+        self._halt_requested = False  # an operator halt: cancel (and flatten) on the next step
 
     async def process(
         self,
@@ -80,17 +81,27 @@ class RiskActor:
         state_events.extend(eng.on_marks(views))
         approved: list[SubmitOrder | CancelOrder] = []
         denials: list[OrderDenied] = []
+        # cancels reduce risk and are never denied, but spend the message budget first (the
+        # conservative order); then one batch check (the fast path); then the commands go on
+        # in their own order
+        submits = []
         for cmd in commands:
             if isinstance(cmd, CancelOrder):
-                eng.on_message_sent(cmd)  # cancels reduce risk: never denied
+                eng.on_message_sent(cmd)
+            else:
+                submits.append(cmd)
+        verdicts = iter(eng.check_batch(submits, views))
+        for cmd in commands:
+            if isinstance(cmd, CancelOrder):
                 approved.append(cmd)
                 continue
-            denied = eng.check(cmd, views.get(cmd.symbol))
+            denied = next(verdicts)
             if denied is None:
                 approved.append(cmd)
             else:
                 denials.append(denied)
-        tripped = eng.state is TradingState.HALTED and not was_halted
+        tripped = eng.state is TradingState.HALTED and (not was_halted or self._halt_requested)
+        self._halt_requested = False
         if tripped and self.flatten:
             approved.extend(eng.flatten_orders(views))
         ids = [c.client_order_id for c in approved if isinstance(c, SubmitOrder)]
@@ -135,9 +146,11 @@ class RiskActor:
         return ev.to_record()
 
     def halt(self, reason: str) -> dict[str, Any]:
-        """Halt trading by hand (no authentication: stopping is always allowed)."""
+        """Halt trading by hand (no authentication: stopping is always allowed). The next step
+        cancels every open order (and flattens with ``risk.flatten_on_halt``), as a trip does."""
         ev = self.engine.halt(reason)
         self._pending.append(ev)
+        self._halt_requested = True
         return ev.to_record()
 
     def status(self) -> dict[str, Any]:

@@ -39,18 +39,13 @@ authenticated :meth:`rearm` brings it back.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from actors.core.clock import Clock
-from actors.core.errors import RaydeskError, ValidationError
 from actors.core.instruments import Instrument
 from actors.core.messages import (
     CancelOrder,
@@ -76,6 +71,23 @@ from actors.execution.engine import (
     ERR_UNKNOWN_COMMAND,
 )
 from actors.execution.portfolio import Portfolio, Position
+from actors.risk.killswitch import (  # noqa: F401 - re-exported: the engine's public API
+    REASON_DAILY_LOSS_LIMIT,
+    REASON_MAX_DRAWDOWN,
+    REASON_REARMED,
+    KillSwitch,
+    RearmRefused,
+)
+from actors.risk.limits import (
+    Bucket,
+    DenyReason,
+    PriceSet,
+    SymbolRisk,
+    TradingState,
+    Working,
+    reference,
+    sweep,
+)
 from actors.risk.monitor import (
     DeltaNormalVar,
     ReturnHistory,
@@ -88,62 +100,12 @@ if TYPE_CHECKING:
     from cluster.config import RiskConfig
 
 
-class DenyReason(StrEnum):
-    """Stable codes of :class:`OrderDenied`."""
-
-    TRADING_HALTED = "TRADING_HALTED"
-    TRADING_REDUCING = "TRADING_REDUCING"
-    DUPLICATE_CLIENT_ORDER_ID = "DUPLICATE_CLIENT_ORDER_ID"
-    INVALID_ORDER = "INVALID_ORDER"
-    INSTRUMENT_UNKNOWN = "INSTRUMENT_UNKNOWN"
-    QTY_PRECISION = "QTY_PRECISION"
-    QTY_NOT_POSITIVE = "QTY_NOT_POSITIVE"
-    QTY_BELOW_MIN = "QTY_BELOW_MIN"
-    QTY_ABOVE_MAX = "QTY_ABOVE_MAX"
-    PRICE_PRECISION = "PRICE_PRECISION"
-    PRICE_NOT_POSITIVE = "PRICE_NOT_POSITIVE"
-    SYMBOL_QUARANTINED = "SYMBOL_QUARANTINED"
-    BOOK_MISSING = "BOOK_MISSING"
-    BOOK_STALE = "BOOK_STALE"
-    FEATURES_STALE = "FEATURES_STALE"
-    SIGNAL_STALE = "SIGNAL_STALE"
-    REDUCE_ONLY_VIOLATION = "REDUCE_ONLY_VIOLATION"
-    PRICE_OUTSIDE_BAND = "PRICE_OUTSIDE_BAND"
-    NOTIONAL_BELOW_MIN = "NOTIONAL_BELOW_MIN"
-    NOTIONAL_EXCEEDS_MAX_PER_ORDER = "NOTIONAL_EXCEEDS_MAX_PER_ORDER"
-    POSITION_EXCEEDS_MAX = "POSITION_EXCEEDS_MAX"
-    OPEN_ORDERS_EXCEEDS_MAX = "OPEN_ORDERS_EXCEEDS_MAX"
-    SELF_TRADE_PREVENTED = "SELF_TRADE_PREVENTED"
-    GROSS_EXPOSURE_EXCEEDS_MAX = "GROSS_EXPOSURE_EXCEEDS_MAX"
-    NET_EXPOSURE_EXCEEDS_MAX = "NET_EXPOSURE_EXCEEDS_MAX"
-    CONCENTRATION_EXCEEDS_MAX = "CONCENTRATION_EXCEEDS_MAX"
-    VAR_LIMIT_EXCEEDED = "VAR_LIMIT_EXCEEDED"
-    ES_LIMIT_EXCEEDED = "ES_LIMIT_EXCEEDED"
-    RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
-    GLOBAL_RATE_LIMIT_EXCEEDED = "GLOBAL_RATE_LIMIT_EXCEEDED"
-    MESSAGE_RATE_EXCEEDED = "MESSAGE_RATE_EXCEEDED"
+_HALTED, _REDUCING = TradingState.HALTED, TradingState.REDUCING
+_BUY, _SELL, _LIMIT = OrderSide.BUY, OrderSide.SELL, OrderType.LIMIT
 
 
-class TradingState(StrEnum):
-    """``ACTIVE``: all checks apply. ``REDUCING``: only exposure-reducing orders. ``HALTED``:
-    nothing."""
-
-    ACTIVE = "ACTIVE"
-    REDUCING = "REDUCING"
-    HALTED = "HALTED"
-
-
-class RearmRefused(RaydeskError, PermissionError):
-    """A re-arm without the right token (or with none configured): refused, counted, recorded."""
-
-
-REASON_DAILY_LOSS_LIMIT = "DAILY_LOSS_LIMIT"
-REASON_MAX_DRAWDOWN = "MAX_DRAWDOWN"
-REASON_REARMED = "REARMED"
-ALERT_REARM_REFUSED = "REARM_REFUSED"
 ALERT_CORRELATION = "CORRELATION_HIGH"
 FLATTEN_PREFIX = "FLATTEN-"
-DAY_NS = 86_400 * 1_000_000_000
 _SIGN = {"BUY": 1, "SELL": -1}
 _TYPES = frozenset(t.value for t in OrderType)
 _TIFS = frozenset(t.value for t in TimeInForce)
@@ -151,158 +113,6 @@ _TIFS = frozenset(t.value for t in TimeInForce)
 _EXEC_NEVER_OPENED = frozenset(
     {ERR_DUPLICATE_CLIENT_ORDER_ID, ERR_INVALID_COMMAND, ERR_UNKNOWN_COMMAND, ERR_SYMBOL_MISMATCH}
 )
-
-
-class _Bucket:
-    """Token bucket: ``rate`` tokens per second up to ``burst``."""
-
-    __slots__ = ("tokens", "last_ns", "rate_per_ns", "burst")
-
-    def __init__(self, rate_per_s: float, burst: int) -> None:
-        self.tokens = float(burst)
-        self.last_ns: int | None = None
-        self.rate_per_ns = rate_per_s / 1e9
-        self.burst = float(burst)
-
-    def refill(self, now: int) -> float:
-        last = self.last_ns
-        if last is None:
-            self.last_ns = now
-        elif now > last:
-            t = self.tokens + (now - last) * self.rate_per_ns
-            self.tokens = t if t < self.burst else self.burst
-            self.last_ns = now
-        return self.tokens
-
-
-class _Sym:
-    """Everything risk keeps per symbol: limits, working orders, position, exposure cache."""
-
-    __slots__ = (
-        "symbol", "inst", "idx", "unit", "max_pos", "max_notional", "min_notional", "min_qty",
-        "max_qty", "band", "max_open", "bucket", "operator_quarantine", "pos", "buy_lots",
-        "sell_lots", "buys", "sells", "buy_px", "sell_px", "mark", "hi", "lo", "ex",
-    )
-
-    def __init__(self, symbol: str, inst: Instrument, idx: int, cfg: RiskConfig) -> None:
-        o = cfg.symbols.get(symbol)
-
-        def lim(name: str) -> Any:
-            v = getattr(o, name) if o is not None else None
-            return getattr(cfg, name) if v is None else v
-
-        self.symbol = symbol
-        self.inst = inst
-        self.idx = idx
-        self.unit = float(inst.lot_size) * float(inst.tick_size)  # quote per lot per tick
-        self.max_pos = int(lim("max_position_lots"))
-        self.max_notional = float(lim("max_notional_per_order"))
-        self.min_notional = float(lim("min_notional"))
-        self.min_qty = int(lim("min_qty_lots"))
-        self.max_qty = int(lim("max_qty_lots"))
-        self.band = float(lim("price_band_bps")) / 1e4
-        ov_open = o.max_open_orders if o is not None else None
-        self.max_open = int(cfg.max_open_orders_per_symbol if ov_open is None else ov_open)
-        self.bucket = _Bucket(float(lim("max_orders_per_s")), int(lim("order_burst")))
-        self.operator_quarantine = symbol in cfg.quarantined_symbols
-        self.pos = 0
-        self.buy_lots = 0
-        self.sell_lots = 0
-        self.buys: dict[str, int | None] = {}  # working buys: client order id -> limit price
-        self.sells: dict[str, int | None] = {}
-        self.buy_px = _PriceSet(1)  # prices of working buys (None = market)
-        self.sell_px = _PriceSet(-1)
-        self.mark: float | None = None  # last mid, ticks
-        self.hi = 0.0  # long extreme (position + working buys), quote
-        self.lo = 0.0  # short extreme (position - working sells), quote
-        self.ex = 0.0  # max(|hi|, |lo|)
-
-    def extremes(self, mark: float, d_buy: int = 0, d_sell: int = 0) -> tuple[float, float]:
-        v = self.unit * mark
-        return (self.pos + self.buy_lots + d_buy) * v, (self.pos - self.sell_lots - d_sell) * v
-
-
-class _PriceSet:
-    """Multiset of working-order prices on one side, with the most aggressive one cached
-    (recomputed lazily after that one leaves). ``None`` is a market order (most aggressive)."""
-
-    __slots__ = ("sign", "counts", "market", "_best", "_dirty")
-
-    def __init__(self, sign: int) -> None:
-        self.sign = sign
-        self.counts: dict[int, int] = {}
-        self.market = 0
-        self._best: int | None = None
-        self._dirty = False
-
-    def add(self, price: int | None) -> None:
-        if price is None:
-            self.market += 1
-            return
-        self.counts[price] = self.counts.get(price, 0) + 1
-        b = self._best
-        if not self._dirty and (b is None or (price > b if self.sign > 0 else price < b)):
-            self._best = price
-
-    def remove(self, price: int | None) -> None:
-        if price is None:
-            self.market -= 1
-            return
-        n = self.counts[price] - 1
-        if n:
-            self.counts[price] = n
-        else:
-            del self.counts[price]
-            if price == self._best:
-                self._dirty = True
-
-    def best(self) -> int | None:
-        """Most aggressive limit price (highest buy / lowest sell), ``None`` if none."""
-        if self._dirty:
-            c = self.counts
-            self._best = (max(c) if self.sign > 0 else min(c)) if c else None
-            self._dirty = False
-        return self._best
-
-
-@dataclass(slots=True)
-class _Working:
-    sym: _Sym
-    sign: int
-    leaves_lots: int
-    price: int | None
-
-
-def _sweep(book: BookView, sign: int, lot: float, qty_lots: int) -> tuple[float, int]:
-    """Return (notional in ticks × lots, deepest price in ticks) of a market order sweeping
-    ``book`` for ``qty_lots``; quantity beyond the visible depth is priced at the deepest
-    level (the paper venue cancels it as ``NO_LIQUIDITY``; a live venue could fill worse)."""
-    if sign > 0:
-        prices, sizes = book.ask_ticks, book.ask_sizes
-    else:
-        prices, sizes = book.bid_ticks, book.bid_sizes
-    left, acc, px = qty_lots, 0.0, prices[0]
-    for px, size in zip(prices, sizes, strict=True):
-        take = min(left, int(round(size / lot)))
-        acc += px * take
-        left -= take
-        if left <= 0:
-            return acc, px
-    return acc + px * left, px
-
-
-def _reference(book: BookView) -> float | None:
-    """Microprice of the top level, or the one side's price when the other is empty."""
-    if book.bid_ticks and book.ask_ticks:
-        b, a = book.bid_ticks[0], book.ask_ticks[0]
-        bs, as_ = book.bid_sizes[0], book.ask_sizes[0]
-        tot = bs + as_
-        return (b * as_ + a * bs) / tot if tot > 0 else (a + b) / 2.0
-    if book.bid_ticks:
-        return float(book.bid_ticks[0])
-    if book.ask_ticks:
-        return float(book.ask_ticks[0])
-    return None
 
 
 class RiskEngine:
@@ -332,27 +142,26 @@ class RiskEngine:
         self._instruments = dict(instruments)
         self._clock = clock
         self._syms = {
-            s: _Sym(s, inst, i, config) for i, (s, inst) in enumerate(self._instruments.items())
+            s: SymbolRisk(s, inst, i, config)
+            for i, (s, inst) in enumerate(self._instruments.items())
         }
         self._order = list(self._syms.values())
         self._max_book_age = config.max_book_age_ms * 1e6
         self._max_feature_age = config.max_feature_age_ms * 1e6
         self._max_signal_age = config.max_signal_age_ms * 1e6
-        self._global = _Bucket(config.max_orders_per_s_global, config.order_burst_global)
-        self._messages = _Bucket(config.max_messages_per_s, config.message_burst)
-        self._working: dict[str, _Working] = {}
+        self._max_gross = float(config.max_gross_exposure)
+        self._max_net = float(config.max_net_exposure)
+        self._max_conc = float(config.max_concentration)
+        self._max_open_all = int(config.max_open_orders)
+        self._stp = bool(config.self_trade_prevention)
+        self._equity = float(config.capital)  # capital + total PnL, refreshed on fills and marks
+        self._global = Bucket(config.max_orders_per_s_global, config.order_burst_global)
+        self._messages = Bucket(config.max_messages_per_s, config.message_burst)
+        self._working: dict[str, Working] = {}
         self._portfolio = Portfolio()
-        self._state = TradingState.ACTIVE
-        self._state_reason = ""
-        self._day: int | None = None
-        self._day_baseline = 0.0
-        self._hwm = float(config.capital)
-        self._secret = (
-            hashlib.sha256(rearm_secret.encode()).digest() if rearm_secret else None
-        )
         self._alerts: list[RiskAlert] = []
-        self.counters: dict[str, int] = {"trips": 0, "rearms": 0, "rearm_refusals": 0,
-                                         "var_warmup_checks": 0}
+        self.counters: dict[str, int] = {"var_warmup_checks": 0}
+        self._kill = KillSwitch(config, rearm_secret, self.counters, self._alerts)
         # exposure totals over symbols (worst case), refreshed incrementally and on marks
         self._gross = 0.0
         self._sum_hi = 0.0
@@ -360,6 +169,7 @@ class RiskEngine:
         # VaR / ES of the worst-case exposures
         vcfg = config.var
         self._var_on = vcfg.var_limit is not None or vcfg.es_limit is not None
+        self._var_normal = vcfg.method == "normal"
         self._var_limit = math.inf if vcfg.var_limit is None else float(vcfg.var_limit)
         self._es_limit = math.inf if vcfg.es_limit is None else float(vcfg.es_limit)
         self._z, self._es_factor = normal_var_es_factors(vcfg.alpha)
@@ -375,7 +185,7 @@ class RiskEngine:
     @property
     def state(self) -> TradingState:
         """The trading state."""
-        return self._state
+        return self._kill.state
 
     @property
     def portfolio(self) -> Portfolio:
@@ -408,7 +218,7 @@ class RiskEngine:
     def pnl(self) -> float:
         """PnL the daily loss limit counts: since 00:00 UTC or the last re-arm, whichever is
         later (``realised - fees + unrealised``)."""
-        return self._portfolio.total_pnl() - self._day_baseline
+        return self._portfolio.total_pnl() - self._kill.day_baseline
 
     def equity(self) -> float:
         """``capital + realised - fees + unrealised`` (since start)."""
@@ -416,7 +226,7 @@ class RiskEngine:
 
     def drawdown(self) -> float:
         """Fall of equity from its high-water mark (since start or the last re-arm)."""
-        return self._hwm - self.equity()
+        return self._kill.hwm - self.equity()
 
     def exposure(self) -> dict[str, float]:
         """Worst-case gross and net exposure (quote) over every symbol, at the last marks."""
@@ -471,22 +281,35 @@ class RiskEngine:
         self, cmds: Sequence[SubmitOrder], views: Mapping[str, BookView]
     ) -> list[OrderDenied | None]:
         """:meth:`check` every order in turn (each sees the ones approved before it)."""
-        get = views.get
-        return [self.check(c, get(c.symbol)) for c in cmds]
+        get, verdict, now = views.get, self._verdict, self._clock.now_ns()
+        out: list[OrderDenied | None] = []
+        for c in cmds:
+            v = verdict(c, get(c.symbol), now)
+            out.append(None if v is None else OrderDenied(
+                ts_event=now, ts_init=now, client_order_id=c.client_order_id, symbol=c.symbol,
+                reason=v[0].value, detail=v[1],
+            ))
+        return out
 
     def _verdict(  # noqa: C901, PLR0911, PLR0912 - one flat list of checks, in order
         self, cmd: SubmitOrder, book: BookView | None, now: int
     ) -> tuple[DenyReason, str] | None:
-        state = self._state
-        if state is TradingState.HALTED:
-            return DenyReason.TRADING_HALTED, f"trading halted ({self._state_reason})"
+        state = self._kill.state
+        if state is _HALTED:
+            return DenyReason.TRADING_HALTED, f"trading halted ({self._kill.reason})"
         coid = cmd.client_order_id
         if coid in self._working:
             return DenyReason.DUPLICATE_CLIENT_ORDER_ID, (
                 f"client_order_id {coid!r} is still working"
             )
-        sign = _SIGN.get(cmd.side)
-        if sign is None or cmd.order_type not in _TYPES or cmd.tif not in _TIFS:
+        # identity first: Enum.__hash__ is a Python call, too slow for the hot path
+        side, otype, tif = cmd.side, cmd.order_type, cmd.tif
+        sign = 1 if side is _BUY else -1 if side is _SELL else _SIGN.get(side)
+        if (
+            sign is None
+            or (type(otype) is not OrderType and otype not in _TYPES)
+            or (type(tif) is not TimeInForce and tif not in _TIFS)
+        ):
             return DenyReason.INVALID_ORDER, (
                 f"side, order_type and tif must be known values, were "
                 f"{cmd.side!r}, {cmd.order_type!r}, {cmd.tif!r}"
@@ -506,7 +329,7 @@ class RiskEngine:
             return DenyReason.QTY_BELOW_MIN, f"qty_lots must be >= {s.min_qty}, was {qty}"
         if qty > s.max_qty:
             return DenyReason.QTY_ABOVE_MAX, f"qty_lots must be <= {s.max_qty}, was {qty}"
-        is_limit = cmd.order_type == "LIMIT"
+        is_limit = otype is _LIMIT or otype == "LIMIT"
         price = cmd.price_ticks
         if is_limit:
             if type(price) is not int and (
@@ -543,7 +366,7 @@ class RiskEngine:
         pos = s.pos
         same = s.buy_lots if sign > 0 else s.sell_lots
         reducing = pos != 0 and (pos > 0) != (sign > 0) and same + qty <= abs(pos)
-        if state is TradingState.REDUCING and not reducing:
+        if state is _REDUCING and not reducing:
             return DenyReason.TRADING_REDUCING, (
                 f"only reducing orders: position {pos}, working {same}, order "
                 f"{cmd.side} {qty}"
@@ -554,10 +377,17 @@ class RiskEngine:
                 f"(working {same})"
             )
 
-        ref = _reference(book)
-        if ref is None:
-            return DenyReason.BOOK_MISSING, f"book of {s.symbol} is empty"
-        lot = float(s.inst.lot_size)
+        bids, asks = book.bid_ticks, book.ask_ticks
+        if bids and asks:  # microprice of the top level
+            bs, as_ = book.bid_sizes[0], book.ask_sizes[0]
+            b0, a0 = bids[0], asks[0]
+            mid = (b0 + a0) / 2.0
+            ref = (b0 * as_ + a0 * bs) / (bs + as_) if bs + as_ > 0 else mid
+        else:
+            ref = reference(book)
+            if ref is None:
+                return DenyReason.BOOK_MISSING, f"book of {s.symbol} is empty"
+            mid = ref
         if is_limit:
             assert price is not None
             far = price
@@ -567,7 +397,7 @@ class RiskEngine:
                 return DenyReason.BOOK_MISSING, (
                     f"no {'ask' if sign > 0 else 'bid'} to price a market order"
                 )
-            acc, far = _sweep(book, sign, lot, qty)
+            acc, far = sweep(book, sign, s.lot, qty)
             notional = acc * s.unit
         dev = abs(far - ref) / ref
         if dev > s.band:
@@ -594,34 +424,37 @@ class RiskEngine:
             return DenyReason.OPEN_ORDERS_EXCEEDS_MAX, (
                 f"open orders on {s.symbol} {n_open} + 1 > max {s.max_open}"
             )
-        if len(self._working) >= self._cfg.max_open_orders:
+        if len(self._working) >= self._max_open_all:
             return DenyReason.OPEN_ORDERS_EXCEEDS_MAX, (
-                f"open orders {len(self._working)} + 1 > max {self._cfg.max_open_orders}"
+                f"open orders {len(self._working)} + 1 > max {self._max_open_all}"
             )
-        if self._cfg.self_trade_prevention:
+        if self._stp and (s.sells if sign > 0 else s.buys):
             hit = self._self_trade(s, sign, price if is_limit else None)
             if hit is not None:
                 return DenyReason.SELF_TRADE_PREVENTED, hit
 
-        mid = book.mid_ticks
-        if mid is None:
-            mid = ref
         verdict = self._portfolio_verdict(s, sign, qty, mid)
         if verdict is not None:
             return verdict
 
         sb, gb, mb = s.bucket, self._global, self._messages
-        if sb.refill(now) < 1.0:
+        if sb.last_ns != now:
+            sb.refill(now)
+        if gb.last_ns != now:
+            gb.refill(now)
+        if mb.last_ns != now:
+            mb.refill(now)
+        if sb.tokens < 1.0:
             return DenyReason.RATE_LIMIT_EXCEEDED, (
                 f"{s.symbol} tokens {sb.tokens:.3f} < 1 (rate {sb.rate_per_ns * 1e9}/s, "
                 f"burst {sb.burst:g})"
             )
-        if gb.refill(now) < 1.0:
+        if gb.tokens < 1.0:
             return DenyReason.GLOBAL_RATE_LIMIT_EXCEEDED, (
                 f"global tokens {gb.tokens:.3f} < 1 (rate {gb.rate_per_ns * 1e9}/s, "
                 f"burst {gb.burst:g})"
             )
-        if mb.refill(now) < 1.0:
+        if mb.tokens < 1.0:
             return DenyReason.MESSAGE_RATE_EXCEEDED, (
                 f"message tokens {mb.tokens:.3f} < 1 (rate {mb.rate_per_ns * 1e9}/s, "
                 f"burst {mb.burst:g})"
@@ -633,7 +466,7 @@ class RiskEngine:
         self._add_working(coid, s, sign, qty, price if is_limit else None, mid)
         return None
 
-    def _self_trade(self, s: _Sym, sign: int, price: int | None) -> str | None:
+    def _self_trade(self, s: SymbolRisk, sign: int, price: int | None) -> str | None:
         """Detail naming our working order this one could trade against, or ``None``."""
         other = s.sell_px if sign > 0 else s.buy_px
         side = "SELL" if sign > 0 else "BUY"
@@ -648,59 +481,70 @@ class RiskEngine:
         return None
 
     def _portfolio_verdict(
-        self, s: _Sym, sign: int, qty: int, mid: float
+        self, s: SymbolRisk, sign: int, qty: int, mid: float
     ) -> tuple[DenyReason, str] | None:
         """Gross, net, concentration, VaR and ES of the worst-case post-trade portfolio.
 
         Each limit applies only when the order raises its measure above the limit."""
-        cfg = self._cfg
-        old_hi, old_lo = s.extremes(mid)
+        v = s.unit * mid
+        old_hi = (s.pos + s.buy_lots) * v
+        old_lo = (s.pos - s.sell_lots) * v
         if sign > 0:
-            new_hi, new_lo = s.extremes(mid, d_buy=qty)
+            new_hi, new_lo = old_hi + qty * v, old_lo
         else:
-            new_hi, new_lo = s.extremes(mid, d_sell=qty)
-        old_ex = max(abs(old_hi), abs(old_lo))
-        new_ex = max(abs(new_hi), abs(new_lo))
+            new_hi, new_lo = old_hi, old_lo - qty * v
+        a, b = (old_hi if old_hi >= 0 else -old_hi), (old_lo if old_lo >= 0 else -old_lo)
+        old_ex = a if a >= b else b
+        a, b = (new_hi if new_hi >= 0 else -new_hi), (new_lo if new_lo >= 0 else -new_lo)
+        new_ex = a if a >= b else b
         base = self._gross - s.ex
-        gross_before, gross = base + old_ex, base + new_ex
-        if gross > cfg.max_gross_exposure and gross > gross_before:
+        gross = base + new_ex
+        if gross > self._max_gross and new_ex > old_ex:
             return DenyReason.GROSS_EXPOSURE_EXCEEDS_MAX, (
-                f"gross exposure {gross:.2f} > max {cfg.max_gross_exposure}"
+                f"gross exposure {gross:.2f} > max {self._max_gross}"
             )
         hi_base, lo_base = self._sum_hi - s.hi, self._sum_lo - s.lo
-        net_before = max(hi_base + old_hi, -(lo_base + old_lo))
-        net = max(hi_base + new_hi, -(lo_base + new_lo))
-        if net > cfg.max_net_exposure and net > net_before:
+        a, b = hi_base + new_hi, -(lo_base + new_lo)
+        net = a if a >= b else b
+        if net > self._max_net and net > max(hi_base + old_hi, -(lo_base + old_lo)):
             return DenyReason.NET_EXPOSURE_EXCEEDS_MAX, (
-                f"net exposure {net:.2f} > max {cfg.max_net_exposure}"
+                f"net exposure {net:.2f} > max {self._max_net}"
             )
-        equity = cfg.capital + self._portfolio.total_pnl()
-        if new_ex > old_ex and (equity <= 0 or new_ex > cfg.max_concentration * equity):
-            return DenyReason.CONCENTRATION_EXCEEDS_MAX, (
-                f"{s.symbol} exposure {new_ex:.2f} > {cfg.max_concentration} × equity "
-                f"{equity:.2f}"
-            )
+        if new_ex > old_ex:
+            equity = self._equity
+            if equity <= 0 or new_ex > self._max_conc * equity:
+                return DenyReason.CONCENTRATION_EXCEEDS_MAX, (
+                    f"{s.symbol} exposure {new_ex:.2f} > {self._max_conc} × equity "
+                    f"{equity:.2f}"
+                )
         if not self._var_on:
             return None
+        cfg = self._cfg
         if self._history.n_returns < cfg.var.min_returns:
             self.counters["var_warmup_checks"] += 1
             return None
-        old_x = old_hi if abs(old_hi) >= abs(old_lo) else old_lo
-        new_x = new_hi if abs(new_hi) >= abs(new_lo) else new_lo
+        new_x = new_hi if (new_hi if new_hi >= 0 else -new_hi) == new_ex else new_lo
         # the VaR vector holds s at its last mark; re-value s at this mid, then apply the order
-        cur_x = s.hi if abs(s.hi) >= abs(s.lo) else s.lo
-        if cfg.var.method == "normal":
-            var0, es0 = self._dn.var_es_after(s.idx, old_x - cur_x, self._z, self._es_factor)
+        cur_x = s.hi if (s.hi if s.hi >= 0 else -s.hi) == s.ex else s.lo
+        if self._var_normal:
             var1, es1 = self._dn.var_es_after(s.idx, new_x - cur_x, self._z, self._es_factor)
         else:
-            var0, es0 = self._hist_var_es(s.idx, old_x - cur_x)
             var1, es1 = self._hist_var_es(s.idx, new_x - cur_x)
-        if var1 > self._var_limit and var1 > var0:
+        over_var, over_es = var1 > self._var_limit, es1 > self._es_limit
+        if not (over_var or over_es):
+            return None
+        # over a limit: deny unless the order lowers it (the pre-trade state, re-valued at mid)
+        old_x = old_hi if abs(old_hi) >= abs(old_lo) else old_lo
+        if self._var_normal:
+            var0, es0 = self._dn.var_es_after(s.idx, old_x - cur_x, self._z, self._es_factor)
+        else:
+            var0, es0 = self._hist_var_es(s.idx, old_x - cur_x)
+        if over_var and var1 > var0:
             return DenyReason.VAR_LIMIT_EXCEEDED, (
                 f"post-trade VaR {var1:.2f} > limit {self._var_limit} "
                 f"({cfg.var.method}, {cfg.var.alpha}, {cfg.var.horizon_s:g} s)"
             )
-        if es1 > self._es_limit and es1 > es0:
+        if over_es and es1 > es0:
             return DenyReason.ES_LIMIT_EXCEEDED, (
                 f"post-trade ES {es1:.2f} > limit {self._es_limit} "
                 f"({cfg.var.method}, {cfg.var.alpha}, {cfg.var.horizon_s:g} s)"
@@ -722,9 +566,9 @@ class RiskEngine:
 
     # --- working orders and exposure ------------------------------------------------------------
     def _add_working(
-        self, coid: str, s: _Sym, sign: int, qty: int, price: int | None, mid: float | None
+        self, coid: str, s: SymbolRisk, sign: int, qty: int, price: int | None, mid: float | None
     ) -> None:
-        self._working[coid] = _Working(s, sign, qty, price)
+        self._working[coid] = Working(s, sign, qty, price)
         if sign > 0:
             s.buys[coid] = price
             s.buy_px.add(price)
@@ -751,7 +595,7 @@ class RiskEngine:
         if w.leaves_lots <= 0:
             self._close_working(coid)
 
-    def _close_working(self, coid: str) -> _Sym | None:
+    def _close_working(self, coid: str) -> SymbolRisk | None:
         """End a working order, releasing its leaves; return its symbol's state."""
         w = self._working.pop(coid, None)
         if w is None:
@@ -767,19 +611,24 @@ class RiskEngine:
             s.sell_px.remove(w.price)
         return s
 
-    def _refresh(self, s: _Sym) -> None:
+    def _refresh(self, s: SymbolRisk) -> None:
         """Recompute one symbol's exposure extremes and move the totals and the VaR vector."""
-        if s.mark is None:
+        mark = s.mark
+        if mark is None:
             return
-        hi, lo = s.extremes(s.mark)
-        ex = max(abs(hi), abs(lo))
-        old_x = s.hi if abs(s.hi) >= abs(s.lo) else s.lo
-        self._gross += ex - s.ex
-        self._sum_hi += hi - s.hi
-        self._sum_lo += lo - s.lo
+        v = s.unit * mark
+        hi = (s.pos + s.buy_lots) * v
+        lo = (s.pos - s.sell_lots) * v
+        ahi, alo = (hi if hi >= 0 else -hi), (lo if lo >= 0 else -lo)
+        ex = ahi if ahi >= alo else alo
+        old_hi, old_lo, old_ex = s.hi, s.lo, s.ex
+        self._gross += ex - old_ex
+        self._sum_hi += hi - old_hi
+        self._sum_lo += lo - old_lo
         s.hi, s.lo, s.ex = hi, lo, ex
         if self._var_on:
-            new_x = hi if abs(hi) >= abs(lo) else lo
+            old_x = old_hi if (old_hi if old_hi >= 0 else -old_hi) == old_ex else old_lo
+            new_x = hi if ahi >= alo else lo
             if new_x != old_x:
                 self._dn.add_exposure(s.idx, new_x - old_x)
                 if self._hist_pnl is not None and self._hist_r is not None:
@@ -880,32 +729,8 @@ class RiskEngine:
     # --- kill switches ------------------------------------------------------------------------
     def _check_kill(self) -> list[TradingStateChanged]:
         total = self._portfolio.total_pnl()
-        day = self._clock.now_ns() // DAY_NS
-        if self._day is None:
-            self._day = day
-        elif day != self._day:  # a new UTC day: the daily loss counts from here
-            self._day = day
-            self._day_baseline = total
-        equity = self._cfg.capital + total
-        if equity > self._hwm:
-            self._hwm = equity
-        if self._state is TradingState.HALTED:
-            return []
-        day_pnl = total - self._day_baseline
-        if day_pnl <= -self._cfg.daily_loss_limit:
-            return [self._trip(REASON_DAILY_LOSS_LIMIT,
-                               f"pnl {day_pnl:.6f} <= -{self._cfg.daily_loss_limit}")]
-        dd_limit = self._cfg.max_drawdown
-        if dd_limit is not None and self._hwm - equity >= dd_limit:
-            return [self._trip(REASON_MAX_DRAWDOWN,
-                               f"drawdown {self._hwm - equity:.6f} >= {dd_limit} (high-water "
-                               f"{self._hwm:.6f}, equity {equity:.6f})")]
-        return []
-
-    def _trip(self, reason: str, detail: str) -> TradingStateChanged:
-        self.counters["trips"] += 1
-        self.counters[f"trips_{reason}"] = self.counters.get(f"trips_{reason}", 0) + 1
-        return self._set(TradingState.HALTED, reason, detail)
+        self._equity = self._cfg.capital + total
+        return self._kill.update(total, self._clock.now_ns())
 
     def flatten_orders(self, views: Mapping[str, BookView]) -> list[SubmitOrder]:
         """Reduce-only market orders closing every position not already being closed.
@@ -949,44 +774,24 @@ class RiskEngine:
                 ``REARM_REFUSED`` :class:`RiskAlert` is queued for the journal).
             ValidationError: Empty operator, or trading already ``ACTIVE``.
         """
-        if not operator or not operator.strip():
-            raise ValidationError("operator", "non-empty", operator)
-        given = hashlib.sha256((token or "").encode()).digest()
-        if self._secret is None or not hmac.compare_digest(given, self._secret):
-            self.counters["rearm_refusals"] += 1
-            why = "no re-arm secret configured" if self._secret is None else "wrong token"
-            now = self._clock.now_ns()
-            self._alerts.append(RiskAlert(ts_event=now, ts_init=now, code=ALERT_REARM_REFUSED,
-                                          detail=f"operator {operator!r}: {why}"))
-            raise RearmRefused(f"re-arm by {operator!r} refused: {why}")
-        if self._state is TradingState.ACTIVE:
-            raise ValidationError("state", "HALTED or REDUCING to re-arm", self._state.value)
-        total = self._portfolio.total_pnl()
-        self._day_baseline = total
-        self._hwm = self._cfg.capital + total
-        self.counters["rearms"] += 1
-        return self._set(TradingState.ACTIVE, f"{REASON_REARMED}:{operator.strip()}",
-                         f"pnl baseline {total:.6f}")
+        return self._kill.rearm(
+            operator, token, self._portfolio.total_pnl(), self._clock.now_ns()
+        )
 
     def halt(self, reason: str) -> TradingStateChanged:
         """Halt trading by hand (recorded as ``"MANUAL:{reason}"``)."""
-        return self._set(TradingState.HALTED, f"MANUAL:{reason}", "")
+        return self._kill.set(TradingState.HALTED, f"MANUAL:{reason}", "", self._clock.now_ns())
 
     def reduce_only(self, reason: str) -> TradingStateChanged:
         """Let through only exposure-reducing orders until :meth:`rearm`."""
-        return self._set(TradingState.REDUCING, f"MANUAL:{reason}", "")
-
-    def _set(self, state: TradingState, reason: str, detail: str) -> TradingStateChanged:
-        self._state = state
-        self._state_reason = reason
-        now = self._clock.now_ns()
-        return TradingStateChanged(
-            ts_event=now, ts_init=now, state=state.value, reason=reason, detail=detail
+        return self._kill.set(
+            TradingState.REDUCING, f"MANUAL:{reason}", "", self._clock.now_ns()
         )
 
     def drain_alerts(self) -> list[RiskAlert]:
         """Return and forget the alerts queued since the last call."""
-        out, self._alerts = self._alerts, []
+        out = list(self._alerts)
+        self._alerts.clear()  # in place: the kill switch queues into the same list
         return out
 
     # --- the periodic report ------------------------------------------------------------------
@@ -1027,7 +832,7 @@ class RiskEngine:
         rep.update({
             "ts_ns": now,
             "sample_s": sample_s,
-            "state": self._state.value,
+            "state": self._kill.state.value,
             "pnl_today": self.pnl(),
             "equity": self.equity(),
             "drawdown": self.drawdown(),
@@ -1043,15 +848,11 @@ class RiskEngine:
         """Return a JSON-safe image of the state, positions, working orders, buckets, marks,
         kill-switch baselines, counters and the return history."""
 
-        def bucket(b: _Bucket) -> dict[str, Any]:
+        def bucket(b: Bucket) -> dict[str, Any]:
             return {"tokens": b.tokens, "last_ns": b.last_ns}
 
         return {
-            "state": self._state.value,
-            "state_reason": self._state_reason,
-            "day": self._day,
-            "day_baseline": self._day_baseline,
-            "hwm": self._hwm,
+            **self._kill.snapshot(),
             "portfolio": self._portfolio.snapshot(),
             "working": {
                 k: {"symbol": w.sym.symbol, "sign": w.sign, "leaves_lots": w.leaves_lots,
@@ -1070,24 +871,19 @@ class RiskEngine:
     def restore(self, snapshot: Mapping[str, Any]) -> None:
         """Replace this engine's state by :meth:`snapshot` output (config and clock stay)."""
 
-        def bucket(b: _Bucket, d: Mapping[str, Any] | None) -> None:
+        def bucket(b: Bucket, d: Mapping[str, Any] | None) -> None:
             if d:
                 b.tokens = float(d["tokens"])
                 b.last_ns = None if d["last_ns"] is None else int(d["last_ns"])
 
-        self._state = TradingState(snapshot.get("state", TradingState.ACTIVE.value))
-        self._state_reason = str(snapshot.get("state_reason", ""))
-        day = snapshot.get("day")
-        self._day = None if day is None else int(day)
-        self._day_baseline = float(snapshot.get("day_baseline", 0.0))
-        self._hwm = float(snapshot.get("hwm", self._cfg.capital))
+        self._kill.restore(snapshot)
         self._portfolio = Portfolio.restore(snapshot.get("portfolio", {}))
         self._working = {}
         for s in self._order:
             s.pos = self._portfolio.qty_lots(s.symbol)
             s.buy_lots = s.sell_lots = 0
             s.buys, s.sells = {}, {}
-            s.buy_px, s.sell_px = _PriceSet(1), _PriceSet(-1)
+            s.buy_px, s.sell_px = PriceSet(1), PriceSet(-1)
             s.mark = None
             bucket(s.bucket, snapshot.get("buckets", {}).get(s.symbol))
         for k, w in snapshot.get("working", {}).items():
@@ -1103,6 +899,7 @@ class RiskEngine:
             self._history = ReturnHistory.restore(snapshot["history"])
         last = snapshot.get("last_report_ns")
         self._last_report_ns = None if last is None else int(last)
+        self._equity = self._cfg.capital + self._portfolio.total_pnl()
         if self._var_on:
             self._refit()
         self._recompute_all()

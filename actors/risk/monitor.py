@@ -587,12 +587,13 @@ class DeltaNormalVar:
         True
     """
 
-    __slots__ = ("size", "_cov", "_x", "_cx", "_diag", "_q")
+    __slots__ = ("size", "_cov", "_cols", "_x", "_cx", "_diag", "_q")
 
     def __init__(self, size: int) -> None:
         self.size = _int("size", size, 1)
         self._cov = np.zeros((self.size, self.size))
-        self._x = np.zeros(self.size)
+        self._cols: list[list[float]] = self._cov.T.tolist()  # columns as floats (fast path)
+        self._x: list[float] = [0.0] * self.size
         self._cx: list[float] = [0.0] * self.size
         self._diag: list[float] = [0.0] * self.size
         self._q = 0.0
@@ -604,9 +605,10 @@ class DeltaNormalVar:
         return a
 
     def _refresh(self) -> None:
-        cx = self._cov @ self._x
-        self._cx = [float(v) for v in cx]
-        self._q = max(float(self._x @ cx), 0.0)
+        x = np.array(self._x)
+        cx = self._cov @ x
+        self._cx = cx.tolist()
+        self._q = max(float(x @ cx), 0.0)
 
     def set_covariance(self, cov: Any, horizon_scale: float) -> None:
         """Set ``C = cov * horizon_scale`` (``cov`` per sample, symmetrised; scale in samples)."""
@@ -618,27 +620,32 @@ class DeltaNormalVar:
         if s <= 0:
             raise ValidationError("horizon_scale", "> 0", horizon_scale)
         self._cov = (c + c.T) * (0.5 * s)
+        self._cols = self._cov.T.tolist()
         self._diag = [float(v) for v in np.diag(self._cov)]
         self._refresh()
 
     def set_exposures(self, x: Any) -> None:
         """Set the exposures (signed quote values, ``(k,)``); recompute ``C @ x``, ``x'Cx``."""
-        self._x = self._vector("x", x)
+        self._x = self._vector("x", x).tolist()
         self._refresh()
 
     def add_exposure(self, i: int, dx: float) -> None:
         """Move exposure ``i`` by ``dx`` (a fill) in O(k), without a full recomputation."""
-        i = self._check_index(i)
-        d = _finite("dx", dx)
-        self._q = max(self._q + 2.0 * d * self._cx[i] + d * d * self._diag[i], 0.0)
+        if type(i) is not int or not 0 <= i < self.size:
+            i = self._check_index(i)
+        d = float(dx)
+        if d - d != 0.0:  # inf or nan
+            raise ValidationError("dx", "finite", dx)
+        cx = self._cx
+        q = self._q + 2.0 * d * cx[i] + d * d * self._diag[i]
+        self._q = q if q > 0.0 else 0.0
         self._x[i] += d
-        col = self._cov[:, i]
-        self._cx = [c + d * float(v) for c, v in zip(self._cx, col, strict=True)]
+        self._cx = [c + d * v for c, v in zip(cx, self._cols[i])]  # noqa: B905 - both size k
 
     @property
     def exposures(self) -> np.ndarray:
         """Current exposures (a copy)."""
-        return self._x.copy()
+        return np.array(self._x)
 
     def _check_index(self, i: int) -> int:
         if isinstance(i, bool) or not isinstance(i, int | np.integer) or not 0 <= i < self.size:

@@ -3,18 +3,22 @@
 The default strategy is a position-targeting signal follower: when ``p_up - p_down`` exceeds
 ``entry_edge`` it steers the symbol's position towards ``+target_position_lots`` (towards
 ``-target`` on the opposite signal), one order of at most ``order_qty_lots`` per decision.
-It crosses the spread with an IOC limit a few ticks through the touch (or a market order), so
-it never leaves resting orders behind. Its position is fed from fills, so it agrees with the
-execution engine's book of record.
+How big the target is comes from ``strategy.sizing`` (``actors/strategy/sizer.py``: fixed,
+vol_target, kelly or risk_parity). It crosses the spread with an IOC limit a few ticks
+through the touch (or a market order), so it never leaves resting orders behind. Its position
+is fed from fills, so it agrees with the execution engine's book of record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from actors.core.errors import ValidationError
+from actors.core.instruments import Instrument
 from actors.core.messages import OrderFilled, OrderSide, OrderType, SubmitOrder, TimeInForce
 from actors.core.views import BookView, DecisionPoint
+from actors.strategy.sizer import Sizer
 
 
 class StrategyEngine:
@@ -25,11 +29,26 @@ class StrategyEngine:
         strategy_id: Tag carried on every order.
     """
 
-    def __init__(self, config: Any, strategy_id: str = "signal-follower") -> None:
+    def __init__(
+        self,
+        config: Any,
+        strategy_id: str = "signal-follower",
+        instruments: Mapping[str, Instrument] | None = None,
+        capital: float = 100_000.0,
+    ) -> None:
         self.cfg = config
         self.strategy_id = strategy_id
         self.positions: dict[str, int] = {}
         self._order_seq = 0
+        sizing = getattr(config, "sizing", "fixed")
+        if sizing != "fixed" and not instruments:
+            raise ValidationError("instruments", f"given for sizing {sizing!r}", instruments)
+        self.sizer = Sizer(config, instruments, capital) if instruments else None
+
+    def on_marks(self, now_ns: int, views: Mapping[str, BookView]) -> None:
+        """Feed the sizer the step's books (every step, before the decisions)."""
+        if self.sizer is not None:
+            self.sizer.on_marks(now_ns, views)
 
     @staticmethod
     def signal(probs: Sequence[float], edge: float) -> int:
@@ -57,7 +76,13 @@ class StrategyEngine:
         if sig == 0 or view.best_bid is None or view.best_ask is None:
             return sig, None
         pos = self.positions.get(dp.symbol, 0)
-        target = sig * self.cfg.target_position_lots
+        size = (
+            self.cfg.target_position_lots if self.sizer is None
+            else self.sizer.target_lots(dp.symbol, sig, probs, self.positions)
+        )
+        if size is None:  # no volatility estimate yet: a sized strategy waits
+            return sig, None
+        target = sig * size
         delta = target - pos
         if delta == 0 or (delta > 0) != (sig > 0):
             return sig, None

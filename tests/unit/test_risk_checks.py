@@ -337,9 +337,14 @@ def test_rearm_needs_the_token_and_refusals_are_counted_and_recorded() -> None:
     (alert,) = risk.drain_alerts()
     assert alert.code == "REARM_REFUSED" and "mallory" in alert.detail
     assert risk.counters["rearm_refusals"] == 1 and risk.state is TradingState.HALTED
+    with pytest.raises(RearmRefused):
+        risk.rearm("mallory", "again")
+    assert [a.code for a in risk.drain_alerts()] == ["REARM_REFUSED"]  # queued after a drain
+    assert risk.drain_alerts() == []
     assert risk.on_marks(books(btc=PX)) == []  # never re-arms by itself
     ev = risk.rearm("alice", TOKEN)
     assert (ev.state, ev.reason) == ("ACTIVE", "REARMED:alice")
+    assert risk.counters["rearm_refusals"] == 2 and risk.counters["rearms"] == 1
     with pytest.raises(ValueError, match="HALTED or REDUCING to re-arm"):
         risk.rearm("alice", TOKEN)
 
