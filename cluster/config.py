@@ -488,7 +488,11 @@ class RiskReportConfig(Strict):
         10.0, gt=0, description="Report period on the risk actor's clock. Metrics and summary."
     )
     alphas: tuple[float, ...] = Field((0.95, 0.99), min_length=1, description="Confidences.")
-    horizons_s: tuple[float, ...] = Field((1.0, 60.0), min_length=1, description="Horizons, s.")
+    horizons_s: tuple[float, ...] = Field(
+        (1.0, 10.0), min_length=1,
+        description="Horizons, s. The VaR part waits for max(horizon) / var.sample_ms + 1 "
+        "sampled returns (and var.min_returns).",
+    )
     mc_paths: int = Field(10_000, ge=100, description="Monte Carlo scenarios.")
     mc_dof: float | None = Field(
         5.0, gt=2, description="Student-t degrees of freedom of the Monte Carlo (None = normal)."

@@ -8,6 +8,7 @@ with the next step's result, so the journal records them in order with everythin
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,8 @@ from cluster.config import RaydeskConfig
 class RiskResult:
     """Denials, execution events, trading-state changes, alerts and PnL of one step.
 
-    ``report`` is the periodic portfolio-risk report when one fell due this step.
+    ``report`` is the periodic portfolio-risk report when one was built since the last step
+    (it is built after a step's reply, off the critical path).
     ``approved`` lists the client order ids approved (also when there is no execution actor).
     """
 
@@ -65,6 +67,8 @@ class RiskActor:
         self.execution = execution
         self._pending: list[TradingStateChanged] = []
         self._halt_requested = False  # an operator halt: cancel (and flatten) on the next step
+        self._report: dict[str, Any] | None = None  # built after a step, sent with the next
+        self._report_scheduled = False
 
     async def process(
         self,
@@ -123,7 +127,12 @@ class RiskActor:
                 wall.update(more.accept_wall_ns)
                 for ev in more.events:
                     state_events.extend(eng.on_event(ev))
-        report = eng.risk_report() if eng.report_due() else None
+        report, self._report = self._report, None
+        if eng.report_due() and not self._report_scheduled:
+            # off the step's critical path: built once this reply is on its way, handed over
+            # with the next step's result
+            self._report_scheduled = True
+            asyncio.get_running_loop().call_soon(self._build_report)
         return RiskResult(
             denials=denials,
             events=events,
@@ -136,6 +145,10 @@ class RiskActor:
             report=report,
             approved=ids,
         )
+
+    def _build_report(self) -> None:
+        self._report_scheduled = False
+        self._report = self.engine.risk_report()
 
     # --- operator commands (by name, from `raydesk risk ...`) ----------------------------------
     def rearm(self, operator: str, token: str) -> dict[str, Any]:
