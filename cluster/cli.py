@@ -34,6 +34,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 risk_app = typer.Typer(no_args_is_help=True, help="Portfolio risk models.")
 app.add_typer(risk_app, name="risk")
+report_app = typer.Typer(no_args_is_help=True, help="Reports on finished runs.")
+app.add_typer(report_app, name="report")
 feed_app = typer.Typer(no_args_is_help=True, help="The exchange feed server.")
 app.add_typer(feed_app, name="feed")
 
@@ -412,6 +414,58 @@ def risk_rearm(
     except ValueError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from None
+
+
+@report_app.command("executions")
+def report_executions(
+    run_id: Annotated[str, typer.Argument(help="Run id (a folder under run.runs_dir).")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    horizons: Annotated[
+        str, typer.Option(help="Markout horizons, seconds, comma-separated.")
+    ] = "1,10,60",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Slippage, implementation shortfall, fill ratio and markouts of a run's orders, per
+    symbol and per model version, from its journal (``actors/execution/analytics.py``)."""
+    from actors.execution.analytics import execution_report
+    from actors.journal.journal import JournalCorrupt, read_journal
+
+    cfg = _load(config)
+    run_dir = Path(cfg.run.runs_dir) / run_id
+    journal, run_cfg = run_dir / "journal.log", run_dir / "config.yaml"
+    if not journal.exists() or not run_cfg.exists():
+        err.print(f"[bold red]error:[/] run_id must name a run with journal.log and config.yaml "
+                  f"under {cfg.run.runs_dir}, was {run_id!r}")
+        raise typer.Exit(2)
+    try:
+        hs = [float(h) for h in horizons.split(",") if h.strip()]
+    except ValueError:
+        err.print(f"[bold red]error:[/] horizons must be numbers, was {horizons!r}")
+        raise typer.Exit(2) from None
+    try:
+        rep = execution_report(
+            (r for _, r in read_journal(journal)), _load(run_cfg).instrument_map(), hs
+        )
+    except JournalCorrupt as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    rep["run_id"] = run_id
+    if as_json:
+        print(json.dumps(rep, indent=2))
+        return
+    table = Table(title=f"executions of {run_id} (bps; slippage/shortfall + = cost, "
+                  "markout + = good)")
+    cols = ["orders", "denied", "fills", "fill_ratio", "slippage_bps",
+            "implementation_shortfall_bps"]
+    table.add_column("group")
+    for c in cols + [f"markout {h:g}s" for h in hs]:
+        table.add_column(c, justify="right")
+    groups = [("total", rep["total"])] + list(rep["by_symbol"].items()) + [
+        (f"model {m}", v) for m, v in rep["by_model"].items()]
+    for name, row in groups:
+        table.add_row(name, *[str(row[c]) for c in cols],
+                      *[str(row["markout_bps"][f"{h:g}s"]) for h in hs])
+    Console().print(table)
 
 
 @models_app.command("list")

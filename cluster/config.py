@@ -635,10 +635,51 @@ class ExecutionConfig(Strict):
     order_latency_us: float = Field(
         300.0, ge=0, description="Simulated order-entry latency on simulated time."
     )
+    latency_samples_us: list[float] | None = Field(
+        None,
+        min_length=1,
+        description="Measured order-entry latencies, us: when set, each submit, cancel and "
+        "amend draws one of them (seeded by latency_seed, so replay is deterministic) instead "
+        "of order_latency_us.",
+    )
+    latency_seed: int = Field(0, ge=0, description="Seed of the latency draws.")
+    queue_model: Literal["conservative", "probabilistic"] = Field(
+        "conservative",
+        description="Paper venue queue position: conservative = cancels at our price are "
+        "assumed behind us; probabilistic = a share of them is assumed ahead of us, "
+        "f(ahead) / (f(ahead) + f(behind)) with f(x) = x ** queue_prob_power (hftbacktest's "
+        "power-law ProbQueueModel).",
+    )
+    queue_prob_power: float = Field(
+        2.0, gt=0, description="Exponent of the probabilistic queue model."
+    )
+
+    @field_validator("latency_samples_us")
+    @classmethod
+    def _latency_samples(cls, v: list[float] | None) -> list[float] | None:
+        bad = [x for x in v or [] if not x >= 0]
+        if bad:
+            raise ValueError(f"latency_samples_us must be >= 0 each, was {bad!r}")
+        return v
 
 
 class JournalConfig(Strict):
     fsync: bool = Field(True, description="fsync after every appended batch of records.")
+    postgres: bool = Field(
+        False, description="Mirror the journal to PostgreSQL (table raydesk_audit) through "
+        "asyncpg, at RAYDESK_PG_DSN (default postgresql://postgres@127.0.0.1:5432/test). "
+        "An outage is caught up from the journal: nothing lost, nothing duplicated."
+    )
+    redis: bool = Field(
+        False, description="Publish the latest signals, positions, top of book and fills to "
+        "Redis at RAYDESK_REDIS_URL (default redis://127.0.0.1:6379/0); when Redis is down "
+        "trading goes on, degraded and counted."
+    )
+    signal_ttl_s: float = Field(5.0, gt=0, description="TTL of the signals written to Redis.")
+    pg_drain_timeout_s: float = Field(
+        30.0, gt=0, description="At the end of a run, how long to wait for Postgres to take "
+        "the rest of the journal (it stays in the journal for the next sink otherwise)."
+    )
 
 
 class RayConfig(Strict):

@@ -12,8 +12,8 @@ Each step moves one micro-batch interval through the topology, in a fixed order:
    to ``ExecutionActor`` (paper fills against the step's books). Only the risk actor talks to
    execution, so no order can bypass it.
 6. Every decision, command and event of the step goes to the ``JournalActor`` in one append,
-   in canonical order (decision records by symbol, then commands, then events), so a replay's
-   journal is byte-for-byte reproducible.
+   in canonical order (the step's ``MarketMarks``, decision records by symbol, then commands,
+   then events), so a replay's journal is byte-for-byte reproducible.
 
 Latency is measured in wall time from the triggering market event's ``ts_init`` (live) or from
 the moment its batch entered the system (``wall_init_ns``, replay) to the order's acceptance.
@@ -33,6 +33,7 @@ import numpy as np
 
 from actors.book.engine import SymbolUpdate, feature_hash
 from actors.core.messages import DecisionMade, OrderAccepted, OrderError, OrderFilled
+from actors.execution.analytics import MARKS_RECORD
 from actors.strategy.engine import StrategyEngine
 from cluster.config import RaydeskConfig
 from cluster.metrics import Metrics
@@ -86,6 +87,14 @@ class RunStats:
     def percentile(self, values: Iterable[float], q: float) -> float | None:
         values = list(values)
         return round(float(np.percentile(values, q)), 3) if values else None
+
+
+def _top(view: Any) -> list[Any]:
+    """``[bid, bid_size, ask, ask_size]`` of a view (``None`` for an empty side)."""
+    bid = view.bid_ticks[0] if view.bid_ticks else None
+    ask = view.ask_ticks[0] if view.ask_ticks else None
+    return [bid, view.bid_sizes[0] if bid is not None else None,
+            ask, view.ask_sizes[0] if ask is not None else None]
 
 
 class TradingKernel:
@@ -189,7 +198,13 @@ class TradingKernel:
         t4 = time.perf_counter()
         self.strategy.on_fills(res.events)
         verdicts = {e.client_order_id: e for e in res.denials}
-        records: list[dict[str, Any]] = []
+        # the step's marks first: execution analytics value orders at the mid the decision saw
+        # and mark fills out against later steps (actors/execution/analytics.py)
+        records: list[dict[str, Any]] = [{
+            "type": MARKS_RECORD, "ts_event": now_ns, "ts_init": now_ns,
+            "mids": {s: views[s].mid_ticks for s in sorted(views)},
+            "tops": {s: _top(views[s]) for s in sorted(views)},
+        }]
         for d, p, sig, cmd in decisions:
             coid = cmd.client_order_id if cmd else ""
             denied = verdicts.get(coid)

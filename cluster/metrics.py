@@ -94,6 +94,15 @@ METRICS: dict[str, MetricSpec] = {
     "raydesk_pnl": MetricSpec("gauge", "Total PnL (realised - fees + unrealised).", ()),
     "raydesk_position_lots": MetricSpec("gauge", "Position per symbol, lots.", ("symbol",)),
     "raydesk_journal_records": MetricSpec("counter", "Records journaled.", ()),
+    "raydesk_audit_lag_records": MetricSpec(
+        "gauge", "Journal records not yet confirmed in Postgres (journal.postgres).", ()
+    ),
+    "raydesk_audit_sink_failures": MetricSpec(
+        "counter", "Postgres sink stopped by a defect (not an outage: those are retried).", ()
+    ),
+    "raydesk_redis_degraded_steps": MetricSpec(
+        "counter", "Steps not published to Redis (down, slow or refusing).", ()
+    ),
     "raydesk_feed_messages": MetricSpec(
         "counter", "Live feed messages received.", ("symbol",)
     ),

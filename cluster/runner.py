@@ -142,5 +142,8 @@ def run_pipeline(
         teardown(topo)
         loop.close()
     summary = summarize(cfg, stats, portfolio, run_id, run_dir, replay)
+    summary["journal"].update(
+        {k: v for k, v in topo.journal_stats.items() if k in ("postgres", "redis")}
+    )
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
     return summary

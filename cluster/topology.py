@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ class Topology:
     ensemble: Any
     actors: list[Any]
     owns_ray: bool
+    journal_drain_s: float = 0.0
+    journal_stats: dict[str, Any] = field(default_factory=dict)  # set by teardown
 
 
 def connect_ray(cfg: RaydeskConfig) -> bool:
@@ -116,7 +118,15 @@ def build_topology(
         journal = (
             ray.remote(JournalActor)
             .options(**opts("journal"))
-            .remote(str(Path(run_dir).resolve() / "journal.log"), cfg.journal.fsync)
+            .remote(
+                str(Path(run_dir).resolve() / "journal.log"),
+                cfg.journal.fsync,
+                run_id,
+                cfg.journal.postgres,
+                cfg.journal.redis,
+                cfg.journal.signal_ttl_s,
+                cfg.journal.pg_drain_timeout_s,
+            )
         )
         created.append(journal)
         execution = (
@@ -148,13 +158,16 @@ def build_topology(
         ensemble=ensemble,
         actors=actors,
         owns_ray=owns,
+        journal_drain_s=cfg.journal.pg_drain_timeout_s if cfg.journal.postgres else 0.0,
     )
 
 
 def teardown(topo: Topology) -> None:
     """Close the journal, kill the run's actors, and stop Serve/Ray if this run started them."""
     try:
-        ray.get(topo.journal.close.remote(), timeout=30)
+        topo.journal_stats = ray.get(
+            topo.journal.close.remote(), timeout=60 + topo.journal_drain_s
+        )
     except Exception as exc:  # noqa: BLE001 - teardown must go on
         log.warning("journal close failed: %s", exc)
     for a in topo.actors:

@@ -24,6 +24,16 @@ class OrderSide(StrEnum):
 class OrderType(StrEnum):
     MARKET = "MARKET"
     LIMIT = "LIMIT"
+    STOP_MARKET = "STOP_MARKET"
+    STOP_LIMIT = "STOP_LIMIT"
+
+    @property
+    def is_stop(self) -> bool:
+        return self is OrderType.STOP_MARKET or self is OrderType.STOP_LIMIT
+
+    @property
+    def has_limit(self) -> bool:
+        return self is OrderType.LIMIT or self is OrderType.STOP_LIMIT
 
 
 class TimeInForce(StrEnum):
@@ -88,6 +98,12 @@ class SubmitOrder(Message):
     is measured from it. ``features_ts_ns`` is when the features behind the order were computed
     and ``signal_ts_ns`` when the model output behind it was produced (both on the deciding
     engine's clock; 0 for an order no model drove): risk denies either when too old.
+
+    ``trigger_price_ticks`` is the trigger of a ``STOP_MARKET`` / ``STOP_LIMIT`` order (a buy
+    stop triggers when the reference price is ``>=`` it, a sell stop when ``<=``; the
+    reference is the book's last trade, else its mid). ``expire_ts_ns`` ends an open order
+    (``EXPIRED``) once the execution clock reaches it; 0 = never. ``post_only`` makes a
+    ``LIMIT`` / ``GTC`` order maker-only: one that would cross on arrival is rejected.
     """
 
     client_order_id: str
@@ -103,6 +119,9 @@ class SubmitOrder(Message):
     trigger_ts_init: int = 0
     features_ts_ns: int = 0
     signal_ts_ns: int = 0
+    trigger_price_ticks: int | None = None
+    expire_ts_ns: int = 0
+    post_only: bool = False
 
     kind: ClassVar[str] = "command"
 
@@ -115,6 +134,63 @@ class CancelOrder(Message):
     symbol: str
 
     kind: ClassVar[str] = "command"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModifyOrder(Message):
+    """Ask to amend a working order. ``None`` fields stay as they are.
+
+    ``qty_lots`` is the new total quantity (filled lots included): below the filled quantity
+    the amend is refused, equal to it the order is done. A price change or a size increase
+    sends the order to the back of its level's queue; a size decrease keeps its place.
+    ``trigger_price_ticks`` moves the trigger of a stop order that has not triggered yet.
+    """
+
+    client_order_id: str
+    symbol: str
+    qty_lots: int | None = None
+    price_ticks: int | None = None
+    trigger_price_ticks: int | None = None
+
+    kind: ClassVar[str] = "command"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitBracket(Message):
+    """Ask for an entry order with a take-profit and a stop-loss exit (one-cancels-other).
+
+    The exits are sent when the entry fills, sized to its filled quantity (and grown as it
+    fills further), on the opposite side, ``GTC`` and ``reduce_only``: a ``LIMIT`` take-profit
+    at ``take_profit_price_ticks`` and a stop-loss triggering at ``stop_loss_trigger_ticks``
+    (``STOP_MARKET``, or ``STOP_LIMIT`` at ``stop_loss_price_ticks`` when given). A fill on
+    either exit cancels the other's remaining quantity. Exit ids default to
+    ``"{entry id}-TP"`` and ``"{entry id}-SL"``.
+    """
+
+    entry: SubmitOrder
+    take_profit_price_ticks: int
+    stop_loss_trigger_ticks: int
+    stop_loss_price_ticks: int | None = None
+    take_profit_id: str = ""
+    stop_loss_id: str = ""
+
+    kind: ClassVar[str] = "command"
+
+    @property
+    def client_order_id(self) -> str:
+        """The entry's client order id."""
+        return self.entry.client_order_id
+
+    @property
+    def symbol(self) -> str:
+        """The entry's symbol."""
+        return self.entry.symbol
+
+    def to_record(self) -> dict[str, Any]:
+        """Return a JSON-safe dict; the entry is nested as its own record."""
+        rec = Message.to_record(self)
+        rec["entry"] = self.entry.to_record()
+        return rec
 
 
 # --- order events -----------------------------------------------------------------------------

@@ -12,7 +12,13 @@ was. Two targets are resolved by quantity rather than read literally:
 
 A fill that races a cancel is legal (``PENDING_CANCEL`` + fill); a fill after ``CANCELED`` is
 not. A fill beyond the order quantity is an *overfill*: the excess is recorded in
-``overfill_lots`` and the order becomes ``FILLED``.
+``overfill_lots`` and the order becomes ``FILLED``. A fill or a trigger may race an amend too:
+the amend's answer (``OrderUpdated`` / ``OrderModifyRejected``) is then legal from
+``PARTIALLY_FILLED`` / ``TRIGGERED``; a trigger may race a cancel. An amend that shrinks
+``qty_lots`` to ``filled_lots`` completes the order (``FILLED``).
+
+A :class:`Bracket` links an entry order to its take-profit and stop-loss exits; the execution
+engine keeps it (see ``actors.execution.engine``).
 """
 
 from __future__ import annotations
@@ -52,6 +58,14 @@ class OrderUpdated(OrderEvent):
 
     qty_lots: int | None = None
     price_ticks: int | None = None
+    trigger_price_ticks: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderModifyRejected(OrderEvent):
+    """The venue refused an amend; the order works on unchanged. ``reason`` is a stable code."""
+
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,15 +113,19 @@ TRANSITIONS: dict[OrderStatus, dict[str, OrderStatus]] = {
         "OrderRejected": S.REJECTED,
         "OrderPendingCancel": S.PENDING_CANCEL,
         "OrderPendingUpdate": S.PENDING_UPDATE,
+        "OrderUpdated": S.TRIGGERED,  # the ack of an amend a trigger raced
+        "OrderModifyRejected": S.TRIGGERED,
         _FILL: S.PARTIALLY_FILLED,
     },
     S.PENDING_UPDATE: {
         "OrderUpdated": S.ACCEPTED,
         "OrderAccepted": S.ACCEPTED,  # amend refused: back to working
+        "OrderModifyRejected": S.ACCEPTED,  # amend refused, with its reason
         "OrderRejected": S.REJECTED,
         "OrderCanceled": S.CANCELED,
         "OrderExpired": S.EXPIRED,
         "OrderPendingCancel": S.PENDING_CANCEL,
+        "OrderTriggered": S.TRIGGERED,  # a trigger racing the amend
         _FILL: S.PARTIALLY_FILLED,
     },
     S.PENDING_CANCEL: {
@@ -115,6 +133,7 @@ TRANSITIONS: dict[OrderStatus, dict[str, OrderStatus]] = {
         "OrderExpired": S.EXPIRED,
         "OrderRejected": S.REJECTED,  # the venue refused the order itself while we canceled
         "OrderAccepted": S.ACCEPTED,  # cancel refused: back to working
+        "OrderTriggered": S.TRIGGERED,  # a trigger racing the cancel
         _FILL: S.PARTIALLY_FILLED,  # a fill racing the cancel
     },
     S.PARTIALLY_FILLED: {
@@ -122,6 +141,8 @@ TRANSITIONS: dict[OrderStatus, dict[str, OrderStatus]] = {
         "OrderExpired": S.EXPIRED,
         "OrderPendingCancel": S.PENDING_CANCEL,
         "OrderPendingUpdate": S.PENDING_UPDATE,
+        "OrderUpdated": S.PARTIALLY_FILLED,  # the ack of an amend a fill raced
+        "OrderModifyRejected": S.PARTIALLY_FILLED,
         _FILL: S.PARTIALLY_FILLED,
     },
     S.DENIED: {},
@@ -202,13 +223,18 @@ class Order:
         client_order_id: Unique id chosen by the strategy.
         symbol: Instrument symbol.
         side: BUY or SELL.
-        order_type: MARKET or LIMIT.
+        order_type: MARKET, LIMIT, STOP_MARKET or STOP_LIMIT (kept after a stop triggers).
         qty_lots: Ordered quantity in lots.
-        price_ticks: Limit price in ticks (``None`` for market orders).
+        price_ticks: Limit price in ticks (``None`` for market and stop-market orders).
         tif: Time in force.
         reduce_only: The order may only reduce a position.
         strategy_id: Strategy that sent it.
         trigger_ts_init: ``ts_init`` of the market event that led to the order.
+        trigger_price_ticks: Stop trigger price in ticks (``None`` for non-stop orders).
+        expire_ts_ns: The order expires once the clock reaches this (0 = never).
+        post_only: Maker-only limit order.
+        parent_order_id: The bracket entry of an exit order (``""`` otherwise).
+        oco_order_id: The other exit of a bracket exit order (``""`` otherwise).
         status: Current status.
         venue_order_id: Id given by the venue on acceptance (``""`` before).
         filled_lots: Lots filled, capped at ``qty_lots``.
@@ -219,6 +245,7 @@ class Order:
         ts_last: ``ts_event`` of the last event applied.
         ts_accepted: ``ts_event`` of the acceptance (0 before).
         ts_closed: ``ts_event`` of the event that closed it (0 while open).
+        ts_triggered: ``ts_event`` of the stop's trigger (0 before).
         event_count: Events applied so far.
     """
 
@@ -232,6 +259,11 @@ class Order:
     reduce_only: bool = False
     strategy_id: str = "default"
     trigger_ts_init: int = 0
+    trigger_price_ticks: int | None = None
+    expire_ts_ns: int = 0
+    post_only: bool = False
+    parent_order_id: str = ""
+    oco_order_id: str = ""
     status: OrderStatus = S.INITIALIZED
     venue_order_id: str = ""
     filled_lots: int = 0
@@ -242,6 +274,7 @@ class Order:
     ts_last: int = 0
     ts_accepted: int = 0
     ts_closed: int = 0
+    ts_triggered: int = 0
     event_count: int = 0
 
     @classmethod
@@ -258,6 +291,9 @@ class Order:
             reduce_only=bool(cmd.reduce_only),
             strategy_id=cmd.strategy_id,
             trigger_ts_init=int(cmd.trigger_ts_init),
+            trigger_price_ticks=_opt_int(cmd.trigger_price_ticks),
+            expire_ts_ns=int(cmd.expire_ts_ns),
+            post_only=bool(cmd.post_only),
             ts_init=int(cmd.ts_init),
             ts_last=int(cmd.ts_init),
         )
@@ -279,6 +315,11 @@ class Order:
     def is_open(self) -> bool:
         """True once sent to the venue and until closed."""
         return self.status not in TERMINAL and self.status is not S.INITIALIZED
+
+    @property
+    def is_triggered(self) -> bool:
+        """True once a stop order's trigger has fired (always False for other orders)."""
+        return self.ts_triggered > 0
 
     # --- the only mutator ---------------------------------------------------------------------
     def apply(self, event: OrderEvent) -> OrderStatus:
@@ -316,8 +357,12 @@ class Order:
                 self.qty_lots = int(event.qty_lots)
             if event.price_ticks is not None:
                 self.price_ticks = int(event.price_ticks)
+            if event.trigger_price_ticks is not None:
+                self.trigger_price_ticks = int(event.trigger_price_ticks)
             if self.filled_lots >= self.qty_lots > 0:
                 target = S.FILLED
+        elif isinstance(event, OrderTriggered):
+            self.ts_triggered = event.ts_event
         self.status = target
         self.ts_last = event.ts_event
         self.event_count += 1
@@ -359,6 +404,11 @@ class Order:
             "reduce_only": self.reduce_only,
             "strategy_id": self.strategy_id,
             "trigger_ts_init": self.trigger_ts_init,
+            "trigger_price_ticks": self.trigger_price_ticks,
+            "expire_ts_ns": self.expire_ts_ns,
+            "post_only": self.post_only,
+            "parent_order_id": self.parent_order_id,
+            "oco_order_id": self.oco_order_id,
             "status": self.status.value,
             "venue_order_id": self.venue_order_id,
             "filled_lots": self.filled_lots,
@@ -369,6 +419,7 @@ class Order:
             "ts_last": self.ts_last,
             "ts_accepted": self.ts_accepted,
             "ts_closed": self.ts_closed,
+            "ts_triggered": self.ts_triggered,
             "event_count": self.event_count,
         }
 
@@ -386,6 +437,11 @@ class Order:
             reduce_only=bool(d["reduce_only"]),
             strategy_id=d["strategy_id"],
             trigger_ts_init=int(d["trigger_ts_init"]),
+            trigger_price_ticks=_opt_int(d.get("trigger_price_ticks")),
+            expire_ts_ns=int(d.get("expire_ts_ns", 0)),
+            post_only=bool(d.get("post_only", False)),
+            parent_order_id=str(d.get("parent_order_id", "")),
+            oco_order_id=str(d.get("oco_order_id", "")),
             status=OrderStatus(d["status"]),
             venue_order_id=d["venue_order_id"],
             filled_lots=int(d["filled_lots"]),
@@ -396,5 +452,79 @@ class Order:
             ts_last=int(d["ts_last"]),
             ts_accepted=int(d["ts_accepted"]),
             ts_closed=int(d["ts_closed"]),
+            ts_triggered=int(d.get("ts_triggered", 0)),
             event_count=int(d["event_count"]),
+        )
+
+
+def _opt_int(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+# --- brackets ---------------------------------------------------------------------------------
+@dataclass(slots=True, eq=False)
+class Bracket:
+    """An entry order linked to a take-profit and a stop-loss exit (one-cancels-other).
+
+    The exits do not exist until the entry fills; the execution engine then sends them sized
+    to the entry's filled quantity and grows them as it fills further.
+
+    Attributes:
+        entry_id: Client order id of the entry.
+        take_profit_id: Client order id of the take-profit (``LIMIT``) exit.
+        stop_loss_id: Client order id of the stop-loss (``STOP_MARKET`` / ``STOP_LIMIT``) exit.
+        take_profit_price_ticks: Take-profit limit price.
+        stop_loss_trigger_ticks: Stop-loss trigger price.
+        stop_loss_price_ticks: Stop-loss limit price (``None``: a stop-market exit).
+        resolved: An exit has filled or closed: the other is canceled, none is sent any more.
+        sized: Per exit id, the quantity it was last sent or amended to by the engine.
+        canceled: Exit ids the engine has asked to cancel (never asked twice).
+    """
+
+    entry_id: str
+    take_profit_id: str
+    stop_loss_id: str
+    take_profit_price_ticks: int
+    stop_loss_trigger_ticks: int
+    stop_loss_price_ticks: int | None = None
+    resolved: bool = False
+    sized: dict[str, int] = field(default_factory=dict)
+    canceled: set[str] = field(default_factory=set)
+
+    @property
+    def exit_ids(self) -> tuple[str, str]:
+        """``(take_profit_id, stop_loss_id)``."""
+        return (self.take_profit_id, self.stop_loss_id)
+
+    def other(self, exit_id: str) -> str:
+        """Return the other exit's id."""
+        return self.stop_loss_id if exit_id == self.take_profit_id else self.take_profit_id
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe dict."""
+        return {
+            "entry_id": self.entry_id,
+            "take_profit_id": self.take_profit_id,
+            "stop_loss_id": self.stop_loss_id,
+            "take_profit_price_ticks": self.take_profit_price_ticks,
+            "stop_loss_trigger_ticks": self.stop_loss_trigger_ticks,
+            "stop_loss_price_ticks": self.stop_loss_price_ticks,
+            "resolved": self.resolved,
+            "sized": dict(sorted(self.sized.items())),
+            "canceled": sorted(self.canceled),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Bracket:
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(
+            entry_id=d["entry_id"],
+            take_profit_id=d["take_profit_id"],
+            stop_loss_id=d["stop_loss_id"],
+            take_profit_price_ticks=int(d["take_profit_price_ticks"]),
+            stop_loss_trigger_ticks=int(d["stop_loss_trigger_ticks"]),
+            stop_loss_price_ticks=_opt_int(d.get("stop_loss_price_ticks")),
+            resolved=bool(d.get("resolved", False)),
+            sized={str(k): int(v) for k, v in d.get("sized", {}).items()},
+            canceled=set(d.get("canceled", [])),
         )

@@ -6,7 +6,14 @@ Paper matching rules:
   reason ``"NO_LIQUIDITY"``.
 * Limit orders fill their marketable part against levels at or better than the limit (taker);
   then ``IOC`` cancels the rest (``"IOC"``), ``FOK`` is all-or-nothing (``"FOK"``, no fill),
-  ``GTC`` rests.
+  ``GTC`` rests. A ``post_only`` limit order (``GTC`` only) that would take liquidity on
+  arrival is rejected (``"POST_ONLY_WOULD_CROSS"``); resting, it only ever fills as maker.
+* Stop orders (``STOP_MARKET`` / ``STOP_LIMIT``) wait at the venue until the reference price
+  (the view's last trade, else its mid) reaches the trigger: ``>=`` for a buy stop, ``<=``
+  for a sell stop. Checked on arrival and on every view; on trigger the venue emits
+  ``OrderTriggered`` and the order then works as a market / limit order (with its ``tif``).
+* An order with ``expire_ts_ns`` already past on arrival is rejected (``"EXPIRE_TS_PASSED"``);
+  later, the engine expires it through :meth:`PaperVenue.expire`.
 * Liquidity our fills took from one view is gone for the next order on the same view
   (consumption is tracked per symbol and view ``(seq, ts_event, ts_init)``).
 * A resting order joins the back of the queue: ``queue_ahead`` is the displayed size at its
@@ -15,22 +22,33 @@ Paper matching rules:
   trade's size (shared, in arrival order, by our resting orders it went through); an
   opposite touch that crosses its price fills it at its price, up to the crossing size.
   ``queue_ahead`` never exceeds the size displayed at its price.
+* Queue models: when the displayed size at the order's price shrinks by more than that
+  view's trades there, ``"conservative"`` assumes the cancels were behind us (only the cap
+  above moves us forward); ``"probabilistic"`` assumes a share of them was ahead of us (see
+  :func:`prob_queue_ahead`).
+* Amends: a price change or a size increase sends a resting order to the back of the queue
+  (a new price may also fill at once, as taker); a size decrease keeps its place.
+* One-cancels-other: orders linked by ``oco_order_id`` (bracket exits) are canceled by the
+  venue, reason ``"OCO"``, as soon as the other one fills, before anything else matches.
 
 Ids are deterministic: venue order ids ``"P-{n}"``, trade ids ``"{client_order_id}-{n}"``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from actors.core.errors import ValidationError
 from actors.core.instruments import Instrument
 from actors.core.messages import (
     LiquiditySide,
     OrderAccepted,
     OrderCanceled,
     OrderEvent,
+    OrderExpired,
     OrderFilled,
     OrderRejected,
     OrderSide,
@@ -38,7 +56,7 @@ from actors.core.messages import (
     TimeInForce,
 )
 from actors.core.views import BookView
-from actors.execution.orders import Order
+from actors.execution.orders import Order, OrderModifyRejected, OrderTriggered, OrderUpdated
 
 ViewKey = tuple[int, int, int]
 
@@ -48,11 +66,19 @@ CANCEL_NOT_AT_VENUE = "NOT_AT_VENUE"
 CANCEL_IOC = "IOC"
 CANCEL_FOK = "FOK"
 CANCEL_NO_LIQUIDITY = "NO_LIQUIDITY"
+CANCEL_OCO = "OCO"
 REJECT_INSTRUMENT_UNKNOWN = "INSTRUMENT_UNKNOWN"
 REJECT_INVALID_QTY = "INVALID_QTY"
 REJECT_INVALID_PRICE = "INVALID_PRICE"
+REJECT_INVALID_TRIGGER = "INVALID_TRIGGER_PRICE"
+REJECT_INVALID_POST_ONLY = "INVALID_POST_ONLY"
+REJECT_POST_ONLY_WOULD_CROSS = "POST_ONLY_WOULD_CROSS"
+REJECT_EXPIRE_TS_PASSED = "EXPIRE_TS_PASSED"
 REJECT_NO_MARKET_DATA = "NO_MARKET_DATA"
 REJECT_BOOK_QUARANTINED = "BOOK_QUARANTINED"
+REJECT_NOT_AT_VENUE = "NOT_AT_VENUE"
+
+QUEUE_MODELS: tuple[str, ...] = ("conservative", "probabilistic")
 
 
 class Venue(Protocol):
@@ -70,6 +96,23 @@ class Venue(Protocol):
         """Cancel a working order; return the cancel (or nothing if the ack comes later)."""
         ...
 
+    def modify(
+        self,
+        order: Order,
+        qty_lots: int | None,
+        price_ticks: int | None,
+        trigger_price_ticks: int | None,
+        book: BookView | None,
+        now_ns: int,
+    ) -> list[OrderEvent]:
+        """Amend a working (``PENDING_UPDATE``) order; return ``OrderUpdated`` (and any
+        trigger and fills it causes) or ``OrderModifyRejected``."""
+        ...
+
+    def expire(self, order: Order, now_ns: int) -> list[OrderEvent]:
+        """Withdraw an order whose ``expire_ts_ns`` has passed; return ``OrderExpired``."""
+        ...
+
     def on_market(self, book: BookView, now_ns: int) -> list[OrderEvent]:
         """Match resting orders of ``book.symbol`` against a new view; return their fills."""
         ...
@@ -80,21 +123,80 @@ def view_key(book: BookView) -> ViewKey:
     return (int(book.seq), int(book.ts_event), int(book.ts_init))
 
 
+def reference_price(book: BookView) -> float | None:
+    """Return the price stops trigger on: the view's last trade, else its mid, else ``None``."""
+    if book.trades:
+        return float(book.trades[-1].price_ticks)
+    return book.mid_ticks
+
+
+def stop_triggered(side: OrderSide, trigger_ticks: int, ref: float | None) -> bool:
+    """Return True when ``ref`` reaches a ``side`` stop's trigger (buy: ``>=``, sell: ``<=``)."""
+    if ref is None:
+        return False
+    return ref >= trigger_ticks if side is OrderSide.BUY else ref <= trigger_ticks
+
+
+def prob_queue_ahead(front: float, back: float, decrease: float, power: float) -> float:
+    """Return the queue ahead of an order after ``decrease`` lots left its level (no trade).
+
+    The power-law model of hftbacktest's ``ProbQueueModel`` with ``PowerProbQueueFunc``
+    (nkaz001/hftbacktest, ``hftbacktest/src/backtest/models/queue.rs``; after Rigtorp,
+    "Estimating order queue position", 2013, and quant.stackexchange question 3782). With
+    ``f(x) = x ** power``, the share of the decrease assumed to come from ahead of us is
+    ``f(front) / (f(front) + f(back))``, and what the queue behind cannot absorb
+    (``decrease - back`` when positive) was ahead of us too::
+
+        ahead = max(decrease * f(front) / (f(front) + f(back)), decrease - back)
+        front' = max(0, front - ahead)
+
+    This equals hftbacktest's ``front - (1 - p) * chg + min(0, back - p * chg)`` with
+    ``p = f(back) / (f(back) + f(front))``. ``power = 1`` is proportional to position; larger
+    powers say cancels come mostly from the longer side of the queue.
+
+    Args:
+        front: Lots ahead of the order.
+        back: Lots behind it.
+        decrease: Lots that left the level, net of trades (``<= 0``: nothing changes).
+        power: The exponent ``n`` of ``f``.
+    """
+    if decrease <= 0:
+        return front
+    fa, fb = front**power, back**power
+    share = fa / (fa + fb) if fa + fb > 0 else 0.0
+    ahead = max(decrease * share, decrease - back)
+    return max(0.0, front - ahead)
+
+
 def _is_buy_aggressor(aggressor: str) -> bool:
     return aggressor.upper() in ("BUY", "BID", "B")
 
 
+def _base(order: Order, now_ns: int) -> dict[str, Any]:
+    return {
+        "ts_event": now_ns,
+        "ts_init": now_ns,
+        "client_order_id": order.client_order_id,
+        "symbol": order.symbol,
+    }
+
+
 @dataclass(slots=True)
 class RestingOrder:
-    """The venue's record of a resting GTC limit order."""
+    """The venue's record of a resting GTC limit order (a triggered stop-limit included).
+
+    ``queue_ahead_lots`` is a float: the probabilistic queue model moves it by fractions.
+    ``level_lots`` is the size displayed at its price in the last view it saw.
+    """
 
     client_order_id: str
     symbol: str
     side: OrderSide
     price_ticks: int
     leaves_lots: int
-    queue_ahead_lots: int
+    queue_ahead_lots: float
     last_view: ViewKey
+    level_lots: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict."""
@@ -104,8 +206,9 @@ class RestingOrder:
             "side": self.side.value,
             "price_ticks": self.price_ticks,
             "leaves_lots": self.leaves_lots,
-            "queue_ahead_lots": self.queue_ahead_lots,
+            "queue_ahead_lots": float(self.queue_ahead_lots),
             "last_view": list(self.last_view),
+            "level_lots": self.level_lots,
         }
 
     @classmethod
@@ -118,8 +221,50 @@ class RestingOrder:
             side=OrderSide(d["side"]),
             price_ticks=int(d["price_ticks"]),
             leaves_lots=int(d["leaves_lots"]),
-            queue_ahead_lots=int(d["queue_ahead_lots"]),
+            queue_ahead_lots=float(d["queue_ahead_lots"]),
             last_view=(int(k[0]), int(k[1]), int(k[2])),
+            level_lots=int(d.get("level_lots", 0)),
+        )
+
+
+@dataclass(slots=True)
+class PendingStop:
+    """The venue's record of a stop order waiting for its trigger."""
+
+    client_order_id: str
+    symbol: str
+    side: OrderSide
+    order_type: OrderType
+    trigger_ticks: int
+    price_ticks: int | None
+    leaves_lots: int
+    tif: TimeInForce
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe dict."""
+        return {
+            "client_order_id": self.client_order_id,
+            "symbol": self.symbol,
+            "side": self.side.value,
+            "order_type": self.order_type.value,
+            "trigger_ticks": self.trigger_ticks,
+            "price_ticks": self.price_ticks,
+            "leaves_lots": self.leaves_lots,
+            "tif": self.tif.value,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PendingStop:
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(
+            client_order_id=d["client_order_id"],
+            symbol=d["symbol"],
+            side=OrderSide(d["side"]),
+            order_type=OrderType(d["order_type"]),
+            trigger_ticks=int(d["trigger_ticks"]),
+            price_ticks=None if d["price_ticks"] is None else int(d["price_ticks"]),
+            leaves_lots=int(d["leaves_lots"]),
+            tif=TimeInForce(d["tif"]),
         )
 
 
@@ -130,6 +275,11 @@ class PaperVenue:
         instruments: Instruments by symbol.
         maker_fee_bps: Maker fee in bps of notional (positive = paid, negative = rebate).
         taker_fee_bps: Taker fee in bps of notional.
+        queue_model: ``"conservative"`` or ``"probabilistic"`` (see the module doc).
+        queue_prob_power: The exponent of the probabilistic model (:func:`prob_queue_ahead`).
+
+    Raises:
+        ValidationError: ``queue_model`` is unknown or ``queue_prob_power`` not positive.
     """
 
     def __init__(
@@ -137,11 +287,21 @@ class PaperVenue:
         instruments: Mapping[str, Instrument],
         maker_fee_bps: float = 0.0,
         taker_fee_bps: float = 0.0,
+        queue_model: str = "conservative",
+        queue_prob_power: float = 2.0,
     ) -> None:
+        if queue_model not in QUEUE_MODELS:
+            raise ValidationError("queue_model", f"one of {list(QUEUE_MODELS)}", queue_model)
+        if not queue_prob_power > 0:
+            raise ValidationError("queue_prob_power", "> 0", queue_prob_power)
         self._instruments = dict(instruments)
         self._maker_bps = float(maker_fee_bps)
         self._taker_bps = float(taker_fee_bps)
+        self._probabilistic = queue_model == "probabilistic"
+        self._power = float(queue_prob_power)
         self._resting: dict[str, RestingOrder] = {}
+        self._stops: dict[str, PendingStop] = {}
+        self._oco: dict[str, str] = {}
         self._fill_counts: dict[str, int] = {}
         self._order_seq = 0
         # symbol -> (view, {("A"|"B", price): lots consumed by our fills on that view})
@@ -156,116 +316,170 @@ class PaperVenue:
         """Return the venue's record of a resting order, or ``None``."""
         return self._resting.get(client_order_id)
 
+    def pending_stop(self, client_order_id: str) -> PendingStop | None:
+        """Return the venue's record of an untriggered stop order, or ``None``."""
+        return self._stops.get(client_order_id)
+
     # --- Venue --------------------------------------------------------------------------------
     def submit(self, order: Order, book: BookView | None, now_ns: int) -> list[OrderEvent]:
         """Accept (or reject) ``order`` and match it against ``book``; see the module doc."""
-        base = {
-            "ts_event": now_ns,
-            "ts_init": now_ns,
-            "client_order_id": order.client_order_id,
-            "symbol": order.symbol,
-        }
+        base = _base(order, now_ns)
         inst = self._instruments.get(order.symbol)
-        qty = order.qty_lots - order.filled_lots
-        reason = ""
-        if inst is None:
-            reason = REJECT_INSTRUMENT_UNKNOWN
-        elif qty <= 0:
-            reason = REJECT_INVALID_QTY
-        elif order.order_type is OrderType.LIMIT and (
-            order.price_ticks is None or order.price_ticks <= 0
-        ):
-            reason = REJECT_INVALID_PRICE
-        elif book is None or book.symbol != order.symbol:
-            reason = REJECT_NO_MARKET_DATA
-        elif book.quarantined:
-            reason = REJECT_BOOK_QUARANTINED
+        reason = self._refusal(order, book, inst, now_ns)
         if reason or inst is None or book is None:
             return [OrderRejected(reason=reason, **base)]
-
         self._order_seq += 1
         events: list[OrderEvent] = [
             OrderAccepted(
                 venue_order_id=f"P-{self._order_seq}", trigger_ts_init=order.trigger_ts_init, **base
             )
         ]
-        limit = order.price_ticks if order.order_type is OrderType.LIMIT else None
-        levels = self._opposite(book, inst, order.side, limit)
-        if order.tif is TimeInForce.FOK and sum(lots for _, lots in levels) < qty:
-            events.append(OrderCanceled(reason=CANCEL_FOK, **base))
-            return events
-
-        book_side = "A" if order.side is OrderSide.BUY else "B"
-        consumed = self._consumption(book)
-        leaves = qty
-        for px, lots in levels:
-            if leaves == 0:
-                break
-            take = min(leaves, lots)
-            consumed[(book_side, px)] = consumed.get((book_side, px), 0) + take
-            leaves -= take
-            events.append(
-                self._fill(
-                    order.client_order_id,
-                    order.symbol,
-                    order.side,
-                    take,
-                    px,
-                    LiquiditySide.TAKER,
-                    inst,
-                    now_ns,
-                )
-            )
-        if leaves == 0:
-            self._fill_counts.pop(order.client_order_id, None)
-            return events
-        if order.order_type is OrderType.MARKET:
-            events.append(OrderCanceled(reason=CANCEL_NO_LIQUIDITY, **base))
-        elif order.tif is TimeInForce.IOC:
-            events.append(OrderCanceled(reason=CANCEL_IOC, **base))
-        else:
-            assert order.price_ticks is not None
-            self._resting[order.client_order_id] = RestingOrder(
+        if order.oco_order_id:
+            self._oco[order.client_order_id] = order.oco_order_id
+        qty = order.qty_lots - order.filled_lots
+        if order.order_type.is_stop:
+            assert order.trigger_price_ticks is not None
+            stop = PendingStop(
                 client_order_id=order.client_order_id,
                 symbol=order.symbol,
                 side=order.side,
+                order_type=order.order_type,
+                trigger_ticks=order.trigger_price_ticks,
                 price_ticks=order.price_ticks,
-                leaves_lots=leaves,
-                queue_ahead_lots=self._displayed(book, inst, order.side, order.price_ticks),
-                last_view=view_key(book),
+                leaves_lots=qty,
+                tif=order.tif,
             )
+            self._stops[stop.client_order_id] = stop
+            events.extend(self._check_trigger(stop, book, inst, now_ns))
             return events
-        self._fill_counts.pop(order.client_order_id, None)
+        limit = order.price_ticks if order.order_type is OrderType.LIMIT else None
+        events.extend(
+            self._work(
+                order.client_order_id,
+                order.symbol,
+                order.side,
+                qty,
+                limit,
+                order.tif,
+                inst,
+                book,
+                now_ns,
+            )
+        )
         return events
 
     def cancel(self, order: Order, now_ns: int) -> list[OrderEvent]:
-        """Cancel a resting order at once (reason ``"REQUESTED"``).
+        """Cancel a resting or pending-stop order at once (reason ``"REQUESTED"``).
 
         An order the venue does not hold is reported canceled with reason ``"NOT_AT_VENUE"``:
         on a paper venue nothing else can still fill it.
         """
-        base = {
-            "ts_event": now_ns,
-            "ts_init": now_ns,
-            "client_order_id": order.client_order_id,
-            "symbol": order.symbol,
-        }
-        rest = self._resting.pop(order.client_order_id, None)
-        self._fill_counts.pop(order.client_order_id, None)
-        reason = CANCEL_REQUESTED if rest is not None else CANCEL_NOT_AT_VENUE
-        return [OrderCanceled(reason=reason, **base)]
+        held = self._drop(order.client_order_id)
+        reason = CANCEL_REQUESTED if held else CANCEL_NOT_AT_VENUE
+        return [OrderCanceled(reason=reason, **_base(order, now_ns))]
+
+    def expire(self, order: Order, now_ns: int) -> list[OrderEvent]:
+        """Withdraw ``order`` and report it expired."""
+        self._drop(order.client_order_id)
+        return [OrderExpired(**_base(order, now_ns))]
+
+    def modify(  # noqa: PLR0911 - one flat list of refusals, then the three amend cases
+        self,
+        order: Order,
+        qty_lots: int | None,
+        price_ticks: int | None,
+        trigger_price_ticks: int | None,
+        book: BookView | None,
+        now_ns: int,
+    ) -> list[OrderEvent]:
+        """Amend a resting or pending-stop order; see the module doc for queue priority."""
+        base = _base(order, now_ns)
+        coid = order.client_order_id
+        inst = self._instruments.get(order.symbol)
+        rest, stop = self._resting.get(coid), self._stops.get(coid)
+        new_qty = order.qty_lots if qty_lots is None else int(qty_lots)
+        leaves = new_qty - order.filled_lots
+        old_price = rest.price_ticks if rest is not None else order.price_ticks
+        moves = price_ticks is not None and price_ticks != old_price
+        usable = book is not None and book.symbol == order.symbol and not book.quarantined
+        reason = ""
+        if inst is None or (rest is None and stop is None):
+            reason = REJECT_NOT_AT_VENUE
+        elif leaves < 0 or new_qty <= 0:
+            reason = REJECT_INVALID_QTY
+        elif price_ticks is not None and (price_ticks <= 0 or not order.order_type.has_limit):
+            reason = REJECT_INVALID_PRICE
+        elif trigger_price_ticks is not None and (stop is None or trigger_price_ticks <= 0):
+            reason = REJECT_INVALID_TRIGGER
+        elif moves and rest is not None and not usable:
+            reason = REJECT_NO_MARKET_DATA
+        elif (
+            moves
+            and rest is not None
+            and order.post_only
+            and book is not None
+            and inst is not None
+            and self._opposite(book, inst, order.side, price_ticks)
+        ):
+            reason = REJECT_POST_ONLY_WOULD_CROSS
+        if reason or inst is None:
+            return [OrderModifyRejected(reason=reason, **base)]
+        events: list[OrderEvent] = [
+            OrderUpdated(
+                qty_lots=qty_lots,
+                price_ticks=price_ticks,
+                trigger_price_ticks=trigger_price_ticks,
+                **base,
+            )
+        ]
+        if leaves == 0:
+            self._drop(coid)
+            return events
+        if stop is not None:
+            stop.leaves_lots = leaves
+            if price_ticks is not None:
+                stop.price_ticks = price_ticks
+            if trigger_price_ticks is not None:
+                stop.trigger_ticks = trigger_price_ticks
+            if usable and book is not None:
+                events.extend(self._check_trigger(stop, book, inst, now_ns))
+            return events
+        assert rest is not None
+        if moves and book is not None:
+            del self._resting[coid]
+            events.extend(
+                self._work(
+                    coid,
+                    rest.symbol,
+                    rest.side,
+                    leaves,
+                    price_ticks,
+                    TimeInForce.GTC,
+                    inst,
+                    book,
+                    now_ns,
+                )
+            )
+            return events
+        if leaves > rest.leaves_lots:
+            rest.queue_ahead_lots = float(rest.level_lots)  # back of the queue
+        rest.leaves_lots = leaves
+        return events
 
     def on_market(self, book: BookView, now_ns: int) -> list[OrderEvent]:
-        """Fill resting orders of ``book.symbol`` from its trades and crossing quotes."""
-        mine = [r for r in self._resting.values() if r.symbol == book.symbol]
+        """Fill resting orders of ``book.symbol`` from its trades and crossing quotes, then
+        trigger its stop orders."""
         inst = self._instruments.get(book.symbol)
-        if not mine or inst is None or book.quarantined:
+        mine = [r for r in self._resting.values() if r.symbol == book.symbol]
+        stops = [s for s in self._stops.values() if s.symbol == book.symbol]
+        if (not mine and not stops) or inst is None or book.quarantined:
             return []
         key = view_key(book)
         events: list[OrderEvent] = []
         fresh = [r for r in mine if r.last_view != key]
+        traded: dict[str, int] = {}
         for trade in book.trades:
-            avail = self._lots(inst, trade.size)
+            size = avail = self._lots(inst, trade.size)
             buyer = _is_buy_aggressor(trade.aggressor)
             for r in fresh:
                 if r.leaves_lots == 0 or buyer == (r.side is OrderSide.BUY):
@@ -279,31 +493,19 @@ class PaperVenue:
                     fill = min(r.leaves_lots, avail)  # a print fills no more than its size
                     avail -= fill
                 elif trade.price_ticks == r.price_ticks:
+                    traded[r.client_order_id] = traded.get(r.client_order_id, 0) + size
                     eaten = min(r.queue_ahead_lots, avail)
                     r.queue_ahead_lots -= eaten
-                    fill = min(r.leaves_lots, avail - eaten)
+                    fill = min(r.leaves_lots, math.floor(avail - eaten + 1e-9))
                     avail -= fill
                 else:
                     continue
                 if fill > 0:
-                    r.leaves_lots -= fill
-                    events.append(
-                        self._fill(
-                            r.client_order_id,
-                            r.symbol,
-                            r.side,
-                            fill,
-                            r.price_ticks,
-                            LiquiditySide.MAKER,
-                            inst,
-                            now_ns,
-                        )
-                    )
+                    events.extend(self._maker_fill(r, fill, inst, now_ns))
         for r in fresh:
+            if r.leaves_lots > 0:
+                self._requeue(r, traded.get(r.client_order_id, 0), book, inst)
             r.last_view = key
-            r.queue_ahead_lots = min(
-                r.queue_ahead_lots, self._displayed(book, inst, r.side, r.price_ticks)
-            )
         consumed = self._consumption(book)
         for r in mine:
             if r.leaves_lots == 0:
@@ -317,32 +519,32 @@ class PaperVenue:
                 consumed[(book_side, px)] = consumed.get((book_side, px), 0) + take
                 crossed += take
             if crossed:
-                r.leaves_lots -= crossed
-                events.append(
-                    self._fill(
-                        r.client_order_id,
-                        r.symbol,
-                        r.side,
-                        crossed,
-                        r.price_ticks,
-                        LiquiditySide.MAKER,
-                        inst,
-                        now_ns,
-                    )
-                )
+                events.extend(self._maker_fill(r, crossed, inst, now_ns))
         for r in mine:
-            if r.leaves_lots == 0:
-                del self._resting[r.client_order_id]
-                self._fill_counts.pop(r.client_order_id, None)
+            if r.leaves_lots == 0 and self._resting.get(r.client_order_id) is r:
+                self._drop(r.client_order_id)
+        for s in stops:
+            if self._stops.get(s.client_order_id) is s:
+                events.extend(self._check_trigger(s, book, inst, now_ns))
         return events
 
     # --- persistence --------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        """Return a JSON-safe image of the resting orders and id counters."""
+        """Return a JSON-safe image of the resting and stop orders, links, consumption and
+        id counters."""
         return {
             "order_seq": self._order_seq,
             "fill_counts": dict(sorted(self._fill_counts.items())),
             "resting": [r.to_dict() for r in self._resting.values()],
+            "stops": [s.to_dict() for s in self._stops.values()],
+            "oco": dict(sorted(self._oco.items())),
+            "consumed": {
+                sym: {
+                    "view": list(view),
+                    "lots": [[side, px, n] for (side, px), n in sorted(lots.items())],
+                }
+                for sym, (view, lots) in sorted(self._consumed.items())
+            },
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -353,9 +555,186 @@ class PaperVenue:
         for d in snapshot.get("resting", []):
             r = RestingOrder.from_dict(d)
             self._resting[r.client_order_id] = r
+        self._stops = {}
+        for d in snapshot.get("stops", []):
+            s = PendingStop.from_dict(d)
+            self._stops[s.client_order_id] = s
+        self._oco = {str(k): str(v) for k, v in snapshot.get("oco", {}).items()}
         self._consumed = {}
+        for sym, c in snapshot.get("consumed", {}).items():
+            v = c["view"]
+            lots = {(str(side), int(px)): int(n) for side, px, n in c["lots"]}
+            self._consumed[sym] = ((int(v[0]), int(v[1]), int(v[2])), lots)
 
     # --- helpers ------------------------------------------------------------------------------
+    def _refusal(  # noqa: PLR0911 - one flat list of checks, in order
+        self, order: Order, book: BookView | None, inst: Instrument | None, now_ns: int
+    ) -> str:
+        """Return why ``order`` is rejected on arrival, or ``""``."""
+        otype = order.order_type
+        if inst is None:
+            return REJECT_INSTRUMENT_UNKNOWN
+        if order.qty_lots - order.filled_lots <= 0:
+            return REJECT_INVALID_QTY
+        if otype.has_limit and (order.price_ticks is None or order.price_ticks <= 0):
+            return REJECT_INVALID_PRICE
+        if otype.is_stop and (order.trigger_price_ticks is None or order.trigger_price_ticks <= 0):
+            return REJECT_INVALID_TRIGGER
+        if order.post_only and (otype is not OrderType.LIMIT or order.tif is not TimeInForce.GTC):
+            return REJECT_INVALID_POST_ONLY
+        if book is None or book.symbol != order.symbol:
+            return REJECT_NO_MARKET_DATA
+        if book.quarantined:
+            return REJECT_BOOK_QUARANTINED
+        if order.expire_ts_ns and order.expire_ts_ns <= now_ns:
+            return REJECT_EXPIRE_TS_PASSED
+        if order.post_only and self._opposite(book, inst, order.side, order.price_ticks):
+            return REJECT_POST_ONLY_WOULD_CROSS
+        return ""
+
+    def _check_trigger(
+        self, stop: PendingStop, book: BookView, inst: Instrument, now_ns: int
+    ) -> list[OrderEvent]:
+        """Trigger ``stop`` if the view's reference price reached it, and work it."""
+        if not stop_triggered(stop.side, stop.trigger_ticks, reference_price(book)):
+            return []
+        del self._stops[stop.client_order_id]
+        events: list[OrderEvent] = [
+            OrderTriggered(
+                ts_event=now_ns,
+                ts_init=now_ns,
+                client_order_id=stop.client_order_id,
+                symbol=stop.symbol,
+            )
+        ]
+        limit = stop.price_ticks if stop.order_type is OrderType.STOP_LIMIT else None
+        events.extend(
+            self._work(
+                stop.client_order_id,
+                stop.symbol,
+                stop.side,
+                stop.leaves_lots,
+                limit,
+                stop.tif,
+                inst,
+                book,
+                now_ns,
+            )
+        )
+        return events
+
+    def _work(
+        self,
+        coid: str,
+        symbol: str,
+        side: OrderSide,
+        qty: int,
+        limit: int | None,
+        tif: TimeInForce,
+        inst: Instrument,
+        book: BookView,
+        now_ns: int,
+    ) -> list[OrderEvent]:
+        """Take what ``book`` offers a live order now (taker); cancel or rest the rest."""
+        base = {"ts_event": now_ns, "ts_init": now_ns, "client_order_id": coid, "symbol": symbol}
+        levels = self._opposite(book, inst, side, limit)
+        if tif is TimeInForce.FOK and sum(lots for _, lots in levels) < qty:
+            self._drop(coid)
+            return [OrderCanceled(reason=CANCEL_FOK, **base)]
+        events: list[OrderEvent] = []
+        book_side = "A" if side is OrderSide.BUY else "B"
+        consumed = self._consumption(book)
+        leaves = qty
+        for px, lots in levels:
+            if leaves == 0:
+                break
+            take = min(leaves, lots)
+            consumed[(book_side, px)] = consumed.get((book_side, px), 0) + take
+            leaves -= take
+            events.append(
+                self._fill(coid, symbol, side, take, px, LiquiditySide.TAKER, inst, now_ns)
+            )
+            events.extend(self._oco_cancel(coid, now_ns))
+        if leaves == 0:
+            self._drop(coid)
+        elif limit is None:
+            self._drop(coid)
+            events.append(OrderCanceled(reason=CANCEL_NO_LIQUIDITY, **base))
+        elif tif is not TimeInForce.GTC:
+            self._drop(coid)
+            events.append(OrderCanceled(reason=CANCEL_IOC, **base))
+        else:
+            level = self._displayed(book, inst, side, limit)
+            self._resting[coid] = RestingOrder(
+                client_order_id=coid,
+                symbol=symbol,
+                side=side,
+                price_ticks=limit,
+                leaves_lots=leaves,
+                queue_ahead_lots=float(level),
+                last_view=view_key(book),
+                level_lots=level,
+            )
+        return events
+
+    def _maker_fill(
+        self, r: RestingOrder, lots: int, inst: Instrument, now_ns: int
+    ) -> list[OrderEvent]:
+        r.leaves_lots -= lots
+        fill = self._fill(
+            r.client_order_id,
+            r.symbol,
+            r.side,
+            lots,
+            r.price_ticks,
+            LiquiditySide.MAKER,
+            inst,
+            now_ns,
+        )
+        return [fill, *self._oco_cancel(r.client_order_id, now_ns)]
+
+    def _oco_cancel(self, coid: str, now_ns: int) -> list[OrderEvent]:
+        """Cancel the order linked one-cancels-other to ``coid`` (which just filled)."""
+        other = self._oco.get(coid)
+        if other is None:
+            return []
+        rec = self._resting.get(other) or self._stops.get(other)
+        if rec is None:
+            return []
+        symbol = rec.symbol
+        if isinstance(rec, RestingOrder):
+            rec.leaves_lots = 0  # stops any pass over it already under way
+        self._drop(other)
+        return [
+            OrderCanceled(
+                ts_event=now_ns,
+                ts_init=now_ns,
+                client_order_id=other,
+                symbol=symbol,
+                reason=CANCEL_OCO,
+            )
+        ]
+
+    def _requeue(self, r: RestingOrder, traded: int, book: BookView, inst: Instrument) -> None:
+        """Move ``r`` forward for the size that left its level in a new view (queue model)."""
+        level = self._displayed(book, inst, r.side, r.price_ticks)
+        if self._probabilistic:
+            expected = max(0, r.level_lots - traded)
+            front = r.queue_ahead_lots
+            r.queue_ahead_lots = prob_queue_ahead(
+                front, max(0.0, expected - front), expected - level, self._power
+            )
+        r.queue_ahead_lots = min(r.queue_ahead_lots, float(level))
+        r.level_lots = level
+
+    def _drop(self, coid: str) -> bool:
+        """Forget an order that leaves the venue; return whether the venue held it."""
+        held = self._resting.pop(coid, None) is not None
+        held = self._stops.pop(coid, None) is not None or held
+        self._fill_counts.pop(coid, None)
+        self._oco.pop(coid, None)
+        return held
+
     @staticmethod
     def _lots(inst: Instrument, size: float) -> int:
         return max(0, int(round(float(size) / float(inst.lot_size))))

@@ -8,10 +8,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
+from typer.testing import CliRunner
 
 from actors.core.messages import OrderStatus
 from actors.execution.orders import transition
 from actors.journal.journal import read_journal
+from cluster.cli import app
 from cluster.runner import run_pipeline
 from serve.registry import ModelRegistry
 from tests.conftest import small_config
@@ -87,6 +90,18 @@ def test_pipeline_orders_reach_journal_with_only_legal_transitions(
             sign = 1 if r["side"] == "BUY" else -1
             net[r["symbol"]] = net.get(r["symbol"], 0) + sign * r["last_qty_lots"]
     assert net == summary["portfolio"]["positions"]
+    # execution analytics from the same journal, through the CLI
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    out = CliRunner().invoke(app, ["report", "executions", summary["run_id"], "--config",
+                                   str(cfg_path), "--json"])
+    assert out.exit_code == 0, out.output
+    rep = json.loads(out.output)
+    assert rep["total"]["fills"] == summary["fills"]
+    assert rep["total"]["orders"] == summary["orders"]
+    assert rep["total"]["slippage_bps"] is not None
+    assert rep["total"]["markout_fills"]["1s"] > 0
+    assert set(rep["by_symbol"]) <= {i.symbol for i in cfg.instruments}
 
 
 def _scrape_until(ray_mod, needles: list[str], timeout_s: float = 45.0) -> str:

@@ -12,19 +12,29 @@ from hypothesis import strategies as st
 from actors.core.clock import SimClock
 from actors.core.messages import (
     LiquiditySide,
+    ModifyOrder,
     OrderAccepted,
     OrderCanceled,
     OrderError,
     OrderEvent,
+    OrderExpired,
     OrderFilled,
     OrderSide,
     OrderStatus,
     OrderSubmitted,
+    OrderType,
+    SubmitOrder,
     TimeInForce,
 )
 from actors.core.views import BookView
 from actors.execution.engine import ExecutionEngine
-from actors.execution.orders import Order, OrderPendingCancel
+from actors.execution.orders import (
+    Order,
+    OrderPendingCancel,
+    OrderPendingUpdate,
+    OrderTriggered,
+    OrderUpdated,
+)
 from actors.execution.portfolio import Portfolio
 from actors.execution.venue import PaperVenue
 from cluster.config import ExecutionConfig
@@ -269,6 +279,7 @@ class ScriptedVenue:
 
     def __init__(self) -> None:
         self.on_cancel: list[OrderEvent] = []
+        self.on_modify: list[OrderEvent] = []
         self.on_tick: list[OrderEvent] = []
 
     def submit(self, order: Order, book: BookView | None, now_ns: int) -> list[OrderEvent]:
@@ -285,6 +296,28 @@ class ScriptedVenue:
     def cancel(self, order: Order, now_ns: int) -> list[OrderEvent]:
         out, self.on_cancel = self.on_cancel, []
         return out
+
+    def modify(
+        self,
+        order: Order,
+        qty_lots: int | None,
+        price_ticks: int | None,
+        trigger_price_ticks: int | None,
+        book: BookView | None,
+        now_ns: int,
+    ) -> list[OrderEvent]:
+        out, self.on_modify = self.on_modify, []
+        return out
+
+    def expire(self, order: Order, now_ns: int) -> list[OrderEvent]:
+        return [
+            OrderExpired(
+                ts_event=now_ns,
+                ts_init=now_ns,
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+            )
+        ]
 
     def on_market(self, book: BookView, now_ns: int) -> list[OrderEvent]:
         out, self.on_tick = self.on_tick, []
@@ -320,6 +353,73 @@ def test_fill_racing_cancel_is_applied_then_cancel() -> None:
     o = eng.order("x")
     assert o is not None and o.status is OrderStatus.CANCELED and o.filled_lots == 4
     assert eng.positions()[SYMBOL].qty_lots == 4
+
+
+def test_fill_racing_amend_is_applied_then_the_update() -> None:
+    venue = ScriptedVenue()
+    eng, _ = make_engine(venue=venue)
+    view = lots_book(bids=[(999, 1)], asks=[(1001, 1)])
+    eng.execute([submit("x", BUY, qty=10, price=1000)], books(view))
+    venue.on_modify = [
+        vfill("x", "x-1", 4),
+        OrderUpdated(ts_event=T0, ts_init=T0, client_order_id="x", symbol=SYMBOL, qty_lots=6),
+    ]
+    evs = eng.execute(
+        [ModifyOrder(ts_event=T0, ts_init=T0, client_order_id="x", symbol=SYMBOL, qty_lots=6)],
+        books(view),
+    )
+    assert [type(e) for e in evs] == [OrderPendingUpdate, OrderFilled, OrderUpdated]
+    o = eng.order("x")
+    assert o is not None and o.status is OrderStatus.PARTIALLY_FILLED
+    assert (o.filled_lots, o.qty_lots) == (4, 6)
+
+
+def test_trigger_racing_cancel_is_legal_and_cancel_still_closes() -> None:
+    venue = ScriptedVenue()
+    eng, _ = make_engine(venue=venue)
+    view = lots_book(bids=[(999, 1)], asks=[(1001, 1)])
+    stop = SubmitOrder(
+        ts_event=T0,
+        ts_init=T0,
+        client_order_id="s",
+        symbol=SYMBOL,
+        side=BUY,
+        order_type=OrderType.STOP_MARKET,
+        qty_lots=2,
+        trigger_price_ticks=1005,
+    )
+    eng.execute([stop], books(view))
+    venue.on_cancel = [
+        OrderTriggered(ts_event=T0, ts_init=T0, client_order_id="s", symbol=SYMBOL),
+        vfill("s", "s-1", 2),
+        vcancel("s"),
+    ]
+    evs = eng.execute([cancel("s")], books(view))
+    assert [type(e) for e in evs] == [OrderPendingCancel, OrderTriggered, OrderFilled, OrderError]
+    assert evs[-1].reason == "ILLEGAL_TRANSITION"  # type: ignore[attr-defined]
+    assert eng.order("s").status is OrderStatus.FILLED  # type: ignore[union-attr]
+
+
+def test_venue_expiry_of_an_order_past_expire_ts() -> None:
+    venue = ScriptedVenue()
+    eng, clock = make_engine(venue=venue)
+    view = lots_book(bids=[(999, 1)], asks=[(1001, 1)])
+    cmd = SubmitOrder(
+        ts_event=T0,
+        ts_init=T0,
+        client_order_id="g",
+        symbol=SYMBOL,
+        side=BUY,
+        order_type=OrderType.LIMIT,
+        qty_lots=2,
+        price_ticks=990,
+        expire_ts_ns=T0 + 5,
+    )
+    eng.execute([cmd], books(view))
+    clock.advance_to(T0 + 5)
+    (ev,) = eng.execute([], {})
+    assert isinstance(ev, OrderExpired)
+    assert eng.order("g").status is OrderStatus.EXPIRED  # type: ignore[union-attr]
 
 
 def test_fill_after_cancel_is_an_error_and_not_booked() -> None:
@@ -516,8 +616,9 @@ def test_property_positions_reconcile_with_fills_and_histories_are_legal(
 def test_a_trade_through_fills_resting_orders_no_more_than_its_size() -> None:
     eng, _ = make_engine()
     v0 = lots_book(bids=[(1000, 7)], asks=[(1002, 5)], seq=1)
-    eng.execute([submit("a", BUY, qty=50, price=1000), submit("b", BUY, qty=50, price=1000)],
-                books(v0))
+    eng.execute(
+        [submit("a", BUY, qty=50, price=1000), submit("b", BUY, qty=50, price=1000)], books(v0)
+    )
     v1 = lots_book(bids=[(998, 1)], asks=[(1002, 5)], seq=2, trades=[trade(999, 1, "SELL")])
     fills = of(eng.execute([], books(v1)), OrderFilled)
     assert [(f.client_order_id, f.last_qty_lots) for f in fills] == [("a", 1)]

@@ -21,12 +21,16 @@ from actors.core.messages import (
     OrderSide,
     OrderStatus,
     OrderSubmitted,
+    OrderType,
+    SubmitOrder,
 )
 from actors.execution.orders import (
     TERMINAL,
     TRANSITIONS,
+    Bracket,
     DuplicateTradeId,
     Order,
+    OrderModifyRejected,
     OrderPendingCancel,
     OrderPendingUpdate,
     OrderTriggered,
@@ -186,6 +190,97 @@ def test_transition_resolves_fills_by_quantity_for_journal_walkers() -> None:
         transition(S.CANCELED, "OrderFilled", filled_lots=0, last_qty_lots=1, **kw)
 
 
+def test_order_fill_racing_amend_then_update_ack_is_legal() -> None:
+    o = working_order(10)
+    o.apply(OrderPendingUpdate(**BASE))
+    assert o.apply(fill("t1", 3)) is S.PARTIALLY_FILLED
+    assert o.apply(OrderUpdated(qty_lots=6, **BASE)) is S.PARTIALLY_FILLED
+    assert (o.qty_lots, o.leaves_lots) == (6, 3)
+
+
+def test_order_amend_refused_returns_to_working_and_keeps_values() -> None:
+    o = working_order(10)
+    o.apply(OrderPendingUpdate(**BASE))
+    assert o.apply(OrderModifyRejected(reason="POST_ONLY_WOULD_CROSS", **BASE)) is S.ACCEPTED
+    assert o.qty_lots == 10 and o.price_ticks == 1000
+
+
+def test_order_amend_down_to_filled_quantity_fills_it() -> None:
+    o = working_order(10)
+    o.apply(fill("t1", 4))
+    o.apply(OrderPendingUpdate(**BASE))
+    assert o.apply(OrderUpdated(qty_lots=4, **BASE)) is S.FILLED
+    assert o.is_closed and o.ts_closed == 5
+
+
+def stop_order() -> Order:
+    cmd = SubmitOrder(
+        ts_event=1,
+        ts_init=1,
+        client_order_id=COID,
+        symbol="BTCUSDT",
+        side=OrderSide.SELL,
+        order_type=OrderType.STOP_LIMIT,
+        qty_lots=4,
+        price_ticks=990,
+        trigger_price_ticks=995,
+        expire_ts_ns=99,
+        post_only=False,
+    )
+    return Order.from_submit(cmd)
+
+
+def test_stop_order_trigger_is_recorded_and_trigger_price_amendable() -> None:
+    o = stop_order()
+    assert o.trigger_price_ticks == 995 and o.expire_ts_ns == 99 and not o.is_triggered
+    o.apply(OrderSubmitted(**BASE))
+    o.apply(OrderAccepted(venue_order_id="P-1", **BASE))
+    o.apply(OrderPendingUpdate(**BASE))
+    o.apply(OrderUpdated(trigger_price_ticks=994, **BASE))
+    assert o.trigger_price_ticks == 994
+    trig = {**BASE, "ts_event": 7}
+    assert o.apply(OrderTriggered(**trig)) is S.TRIGGERED
+    assert o.is_triggered and o.ts_triggered == 7
+
+
+def test_trigger_racing_cancel_is_legal() -> None:
+    o = stop_order()
+    o.apply(OrderSubmitted(**BASE))
+    o.apply(OrderAccepted(venue_order_id="P-1", **BASE))
+    o.apply(OrderPendingCancel(**BASE))
+    assert o.apply(OrderTriggered(**BASE)) is S.TRIGGERED
+    assert o.apply(OrderCanceled(**BASE)) is S.CANCELED
+
+
+def test_order_with_new_fields_round_trips_and_old_dicts_still_load() -> None:
+    o = stop_order()
+    o.parent_order_id, o.oco_order_id = "E", "E-TP"
+    assert Order.from_dict(json.loads(json.dumps(o.to_dict()))).to_dict() == o.to_dict()
+    old = {
+        k: v
+        for k, v in working_order().to_dict().items()
+        if k
+        not in (
+            "trigger_price_ticks",
+            "expire_ts_ns",
+            "post_only",
+            "parent_order_id",
+            "oco_order_id",
+            "ts_triggered",
+        )
+    }
+    loaded = Order.from_dict(old)
+    assert loaded.trigger_price_ticks is None and loaded.oco_order_id == "" and not loaded.post_only
+
+
+def test_bracket_round_trips_and_names_the_other_exit() -> None:
+    b = Bracket(
+        "E", "E-TP", "E-SL", 1010, 990, None, resolved=True, sized={"E-TP": 3}, canceled={"E-SL"}
+    )
+    assert Bracket.from_dict(json.loads(json.dumps(b.to_dict()))).to_dict() == b.to_dict()
+    assert b.other("E-TP") == "E-SL" and b.other("E-SL") == "E-TP"
+
+
 # --- property: only legal transitions -------------------------------------------------------
 def _event(kind: str, qty: int, trade_no: int) -> OrderEvent:
     if kind == "OrderFilled":
@@ -197,6 +292,8 @@ def _event(kind: str, qty: int, trade_no: int) -> OrderEvent:
         return cls(reason="X", **BASE)
     if kind == "OrderUpdated":
         return OrderUpdated(price_ticks=999, **BASE)
+    if kind == "OrderModifyRejected":
+        return OrderModifyRejected(reason="X", **BASE)
     classes = {
         "OrderSubmitted": OrderSubmitted,
         "OrderCanceled": OrderCanceled,
@@ -221,6 +318,7 @@ EVENT_KINDS = [
     "OrderPendingCancel",
     "OrderPendingUpdate",
     "OrderUpdated",
+    "OrderModifyRejected",
     "OrderTriggered",
 ]
 
