@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.core.clock import make_clock
-from actors.core.messages import CancelOrder, OrderAccepted, OrderEvent, SubmitOrder
+from actors.core.messages import (
+    CancelOrder,
+    ModifyOrder,
+    OrderAccepted,
+    OrderEvent,
+    SubmitBracket,
+    SubmitOrder,
+)
 from actors.core.views import BookView
 from actors.execution.engine import ExecutionEngine
 from cluster.config import RaydeskConfig
@@ -36,7 +43,7 @@ class ExecutionActor:
     def execute(
         self,
         now_ns: int,
-        commands: list[SubmitOrder | CancelOrder],
+        commands: list[SubmitOrder | CancelOrder | ModifyOrder | SubmitBracket],
         views: dict[str, BookView],
         cancel_open: bool = False,
     ) -> ExecResult:
@@ -44,7 +51,7 @@ class ExecutionActor:
         self.clock.advance_to(now_ns)
         if cancel_open:
             now = self.clock.now_ns()
-            cancels: list[SubmitOrder | CancelOrder] = [
+            cancels: list[SubmitOrder | CancelOrder | ModifyOrder | SubmitBracket] = [
                 CancelOrder(ts_event=now, ts_init=now, client_order_id=o.client_order_id,
                             symbol=o.symbol)
                 for o in self.engine.open_orders()

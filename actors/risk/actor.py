@@ -16,15 +16,19 @@ from typing import Any
 from actors.core.clock import make_clock
 from actors.core.messages import (
     CancelOrder,
+    ModifyOrder,
     OrderDenied,
     OrderEvent,
     RiskAlert,
+    SubmitBracket,
     SubmitOrder,
     TradingStateChanged,
 )
 from actors.core.views import BookView
 from actors.risk.engine import RiskEngine, TradingState
 from cluster.config import RaydeskConfig
+
+ALERT_MODIFY_DENIED = "MODIFY_DENIED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +77,7 @@ class RiskActor:
     async def process(
         self,
         now_ns: int,
-        commands: list[SubmitOrder | CancelOrder],
+        commands: list[SubmitOrder | CancelOrder | ModifyOrder | SubmitBracket],
         views: dict[str, BookView],
     ) -> RiskResult:
         """Mark, check every order, execute the approved ones, and account their fills."""
@@ -83,32 +87,46 @@ class RiskActor:
         state_events = self._pending
         self._pending = []
         state_events.extend(eng.on_marks(views))
-        approved: list[SubmitOrder | CancelOrder] = []
+        approved: list[SubmitOrder | CancelOrder | ModifyOrder | SubmitBracket] = []
         denials: list[OrderDenied] = []
         # cancels reduce risk and are never denied, but spend the message budget first (the
-        # conservative order); then one batch check (the fast path); then the commands go on
-        # in their own order
+        # conservative order); then one batch check of the new orders (a bracket's entry is
+        # checked as its order; its exits only ever close it); then the commands go on in
+        # their own order, amends checked in place
+        alerts: list[RiskAlert] = []
         submits = []
         for cmd in commands:
             if isinstance(cmd, CancelOrder):
                 eng.on_message_sent(cmd)
-            else:
+            elif isinstance(cmd, SubmitBracket):
+                submits.append(cmd.entry)
+            elif isinstance(cmd, SubmitOrder):
                 submits.append(cmd)
         verdicts = iter(eng.check_batch(submits, views))
         for cmd in commands:
             if isinstance(cmd, CancelOrder):
                 approved.append(cmd)
-                continue
-            denied = next(verdicts)
-            if denied is None:
-                approved.append(cmd)
+            elif isinstance(cmd, ModifyOrder):
+                denied = eng.check_modify(cmd, views.get(cmd.symbol))
+                if denied is None:
+                    approved.append(cmd)
+                else:
+                    alerts.append(RiskAlert(
+                        ts_event=denied.ts_event, ts_init=denied.ts_init,
+                        code=f"{ALERT_MODIFY_DENIED}:{denied.reason}",
+                        detail=f"{denied.client_order_id}: {denied.detail}",
+                    ))
             else:
-                denials.append(denied)
+                denied = next(verdicts)
+                if denied is None:
+                    approved.append(cmd)
+                else:
+                    denials.append(denied)
         tripped = eng.state is TradingState.HALTED and (not was_halted or self._halt_requested)
         self._halt_requested = False
         if tripped and self.flatten:
             approved.extend(eng.flatten_orders(views))
-        ids = [c.client_order_id for c in approved if isinstance(c, SubmitOrder)]
+        ids = [c.client_order_id for c in approved if isinstance(c, SubmitOrder | SubmitBracket)]
         events: list[OrderEvent] = []
         wall: dict[str, int] = {}
         if self.execution is None:
@@ -139,7 +157,7 @@ class RiskActor:
             state_events=state_events,
             accept_wall_ns=wall,
             pnl=eng.pnl(),
-            alerts=eng.drain_alerts(),
+            alerts=alerts + eng.drain_alerts(),
             exposure=eng.exposure(),
             var_es=eng.var_es(),
             report=report,

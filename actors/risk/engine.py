@@ -50,6 +50,7 @@ from actors.core.instruments import Instrument
 from actors.core.messages import (
     CancelOrder,
     Message,
+    ModifyOrder,
     OrderCanceled,
     OrderDenied,
     OrderError,
@@ -101,7 +102,7 @@ if TYPE_CHECKING:
 
 
 _HALTED, _REDUCING = TradingState.HALTED, TradingState.REDUCING
-_BUY, _SELL, _LIMIT = OrderSide.BUY, OrderSide.SELL, OrderType.LIMIT
+_BUY, _SELL, _LIMIT, _MARKET = OrderSide.BUY, OrderSide.SELL, OrderType.LIMIT, OrderType.MARKET
 
 
 ALERT_CORRELATION = "CORRELATION_HIGH"
@@ -330,8 +331,24 @@ class RiskEngine:
         if qty > s.max_qty:
             return DenyReason.QTY_ABOVE_MAX, f"qty_lots must be <= {s.max_qty}, was {qty}"
         is_limit = otype is _LIMIT or otype == "LIMIT"
+        # a stop waits off the book for its trigger; a stop-limit then rests at its price
+        is_stop = not is_limit and otype is not _MARKET and otype != "MARKET"
+        has_price = is_limit or (is_stop and otype == "STOP_LIMIT")
         price = cmd.price_ticks
-        if is_limit:
+        if is_stop:
+            trig = cmd.trigger_price_ticks
+            if type(trig) is not int and (
+                isinstance(trig, bool) or not isinstance(trig, np.integer)
+            ):
+                return DenyReason.PRICE_PRECISION, (
+                    f"trigger_price_ticks must be a whole number of ticks (tick_size "
+                    f"{s.inst.tick_size}), was {trig!r}"
+                )
+            if trig <= 0:
+                return DenyReason.PRICE_NOT_POSITIVE, (
+                    f"trigger_price_ticks must be > 0, was {trig}"
+                )
+        if has_price:
             if type(price) is not int and (
                 isinstance(price, bool) or not isinstance(price, np.integer)
             ):
@@ -392,6 +409,12 @@ class RiskEngine:
             assert price is not None
             far = price
             notional = price * qty * s.unit
+        elif is_stop:
+            # no band against today's microprice (a stop sits away from the market by design);
+            # a stop-limit's price must sit within the band of its trigger; valued there
+            far = price if has_price else trig
+            ref = float(trig)
+            notional = far * qty * s.unit
         else:
             if not (book.ask_ticks if sign > 0 else book.bid_ticks):
                 return DenyReason.BOOK_MISSING, (
@@ -401,9 +424,10 @@ class RiskEngine:
             notional = acc * s.unit
         dev = abs(far - ref) / ref
         if dev > s.band:
+            what = "price" if is_limit else "stop price" if is_stop else "sweep price"
             return DenyReason.PRICE_OUTSIDE_BAND, (
-                f"{'price' if is_limit else 'sweep price'} {far} is {dev * 1e4:.1f} bps from "
-                f"microprice {ref:.2f}, max {s.band * 1e4:g} bps"
+                f"{what} {far} is {dev * 1e4:.1f} bps from "
+                f"{'trigger' if is_stop else 'microprice'} {ref:.2f}, max {s.band * 1e4:g} bps"
             )
         if notional < s.min_notional:
             return DenyReason.NOTIONAL_BELOW_MIN, (
@@ -428,7 +452,7 @@ class RiskEngine:
             return DenyReason.OPEN_ORDERS_EXCEEDS_MAX, (
                 f"open orders {len(self._working)} + 1 > max {self._max_open_all}"
             )
-        if self._stp and (s.sells if sign > 0 else s.buys):
+        if self._stp and not is_stop and (s.sells if sign > 0 else s.buys):
             hit = self._self_trade(s, sign, price if is_limit else None)
             if hit is not None:
                 return DenyReason.SELF_TRADE_PREVENTED, hit
@@ -463,8 +487,61 @@ class RiskEngine:
         sb.tokens -= 1.0
         gb.tokens -= 1.0
         mb.tokens -= 1.0
-        self._add_working(coid, s, sign, qty, price if is_limit else None, mid)
+        self._add_working(coid, s, sign, qty, price if has_price else None, mid, not is_stop,
+                          otype, cmd.trigger_price_ticks if is_stop else None)
         return None
+
+    def check_modify(self, cmd: ModifyOrder, book: BookView | None) -> OrderDenied | None:
+        """Check an amend of a working order; approve it (``None``) or deny it.
+
+        An amend that only lowers the quantity at the same price passes (it reduces risk) and
+        spends a message token. Any other amend (more lots, a new price or trigger) is checked
+        like the order it would become: the working order is taken out, the amended order runs
+        every check of :meth:`check` (its rate budget included), and on a denial the original
+        is put back unchanged. An order risk does not know is passed on (execution refuses it).
+
+        Returns:
+            ``None`` if approved, else an :class:`OrderDenied` naming the amend; the kernel
+            records it as a ``RiskAlert MODIFY_DENIED``, as the order itself stays working.
+        """
+        now = self._clock.now_ns()
+        w = self._working.get(cmd.client_order_id)
+        if w is None:
+            return None
+        total = w.filled_lots + w.leaves_lots
+        new_total = total if cmd.qty_lots is None else cmd.qty_lots
+        same_price = cmd.price_ticks is None or cmd.price_ticks == w.price
+        same_trigger = cmd.trigger_price_ticks is None or cmd.trigger_price_ticks == w.trigger
+        if (type(new_total) is int and new_total <= total and same_price and same_trigger):
+            cut = min(w.leaves_lots, max(0, total - new_total))
+            w.leaves_lots -= cut
+            if w.sign > 0:
+                w.sym.buy_lots -= cut
+            else:
+                w.sym.sell_lots -= cut
+            self._refresh(w.sym)
+            self.on_message_sent(None)
+            return None
+        s = self._close_working(cmd.client_order_id)
+        assert s is not None
+        amended = SubmitOrder(
+            ts_event=now, ts_init=now, client_order_id=cmd.client_order_id, symbol=s.symbol,
+            side=_BUY if w.sign > 0 else _SELL, order_type=OrderType(w.otype),
+            qty_lots=new_total - w.filled_lots if type(new_total) is int else new_total,
+            price_ticks=w.price if cmd.price_ticks is None else cmd.price_ticks,
+            trigger_price_ticks=w.trigger if cmd.trigger_price_ticks is None
+            else cmd.trigger_price_ticks,
+        )
+        verdict = self._verdict(amended, book, now)
+        if verdict is None:
+            self._working[cmd.client_order_id].filled_lots = w.filled_lots
+            return None
+        self._add_working(cmd.client_order_id, s, w.sign, w.leaves_lots, w.price, None,
+                          w.rests, w.otype, w.trigger)
+        self._working[cmd.client_order_id].filled_lots = w.filled_lots
+        reason, detail = verdict
+        return OrderDenied(ts_event=now, ts_init=now, client_order_id=cmd.client_order_id,
+                           symbol=s.symbol, reason=reason.value, detail=f"amend: {detail}")
 
     def _self_trade(self, s: SymbolRisk, sign: int, price: int | None) -> str | None:
         """Detail naming our working order this one could trade against, or ``None``."""
@@ -566,16 +643,19 @@ class RiskEngine:
 
     # --- working orders and exposure ------------------------------------------------------------
     def _add_working(
-        self, coid: str, s: SymbolRisk, sign: int, qty: int, price: int | None, mid: float | None
+        self, coid: str, s: SymbolRisk, sign: int, qty: int, price: int | None,
+        mid: float | None, rests: bool = True, otype: str = "LIMIT", trigger: int | None = None,
     ) -> None:
-        self._working[coid] = Working(s, sign, qty, price)
+        self._working[coid] = Working(s, sign, qty, price, rests, 0, str(otype), trigger)
         if sign > 0:
             s.buys[coid] = price
-            s.buy_px.add(price)
+            if rests:
+                s.buy_px.add(price)
             s.buy_lots += qty
         else:
             s.sells[coid] = price
-            s.sell_px.add(price)
+            if rests:
+                s.sell_px.add(price)
             s.sell_lots += qty
         if s.mark is None and mid is not None:
             s.mark = mid
@@ -588,6 +668,7 @@ class RiskEngine:
             return
         take = min(lots, w.leaves_lots)
         w.leaves_lots -= take
+        w.filled_lots += lots
         if w.sign > 0:
             w.sym.buy_lots -= take
         else:
@@ -604,11 +685,13 @@ class RiskEngine:
         if w.sign > 0:
             s.buy_lots -= w.leaves_lots
             del s.buys[coid]
-            s.buy_px.remove(w.price)
+            if w.rests:
+                s.buy_px.remove(w.price)
         else:
             s.sell_lots -= w.leaves_lots
             del s.sells[coid]
-            s.sell_px.remove(w.price)
+            if w.rests:
+                s.sell_px.remove(w.price)
         return s
 
     def _refresh(self, s: SymbolRisk) -> None:
@@ -688,8 +771,8 @@ class RiskEngine:
         if sym is not None:
             self._refresh(sym)
 
-    def on_message_sent(self, cmd: CancelOrder) -> None:
-        """Spend a message token for a cancel (cancels are never denied: they reduce risk)."""
+    def on_message_sent(self, cmd: CancelOrder | ModifyOrder | None = None) -> None:
+        """Spend a message token for a cancel or a risk-reducing amend (never denied)."""
         mb = self._messages
         if mb.refill(self._clock.now_ns()) >= 1.0:
             mb.tokens -= 1.0
@@ -856,7 +939,8 @@ class RiskEngine:
             "portfolio": self._portfolio.snapshot(),
             "working": {
                 k: {"symbol": w.sym.symbol, "sign": w.sign, "leaves_lots": w.leaves_lots,
-                    "price": w.price}
+                    "price": w.price, "rests": w.rests, "filled_lots": w.filled_lots,
+                    "otype": w.otype, "trigger": w.trigger}
                 for k, w in self._working.items()
             },
             "buckets": {s.symbol: bucket(s.bucket) for s in self._order},
@@ -889,7 +973,11 @@ class RiskEngine:
         for k, w in snapshot.get("working", {}).items():
             s = self._syms[w["symbol"]]
             price = None if w["price"] is None else int(w["price"])
-            self._add_working(k, s, int(w["sign"]), int(w["leaves_lots"]), price, None)
+            trig = w.get("trigger")
+            self._add_working(k, s, int(w["sign"]), int(w["leaves_lots"]), price, None,
+                              bool(w.get("rests", True)), str(w.get("otype", "LIMIT")),
+                              None if trig is None else int(trig))
+            self._working[k].filled_lots = int(w.get("filled_lots", 0))
         bucket(self._global, snapshot.get("global_bucket"))
         bucket(self._messages, snapshot.get("message_bucket"))
         for sym, m in snapshot.get("marks", {}).items():

@@ -181,6 +181,10 @@ class Working:
     sign: int
     leaves_lots: int
     price: int | None
+    rests: bool = True  # in the book at ``price`` (None = market); a stop is not, until it fires
+    filled_lots: int = 0
+    otype: str = "LIMIT"
+    trigger: int | None = None
 
 
 def sweep(book: BookView, sign: int, lot: float, qty_lots: int) -> tuple[float, int]:

@@ -139,3 +139,45 @@ def test_risk_cli_commands_find_the_running_actor(ray_cluster, tmp_path, monkeyp
     finally:
         ray.kill(risk)
         ray.kill(ex)
+
+
+def test_brackets_and_amends_pass_risk_and_reach_execution(ray_cluster, tmp_path):
+    from actors.core.messages import ModifyOrder, SubmitBracket
+
+    ray = ray_cluster
+    cfg = small_config(tmp_path, risk={"max_position_lots": 60})
+    risk, ex = _start(ray, cfg, "brk")
+    try:
+        sym = cfg.instruments[0].symbol
+        px = cfg.initial_prices_ticks()[sym]
+        entry = _order("e1", sym, OrderSide.BUY, 20, px + 1, TimeInForce.IOC)
+        bracket = SubmitBracket(ts_event=T0, ts_init=T0, entry=entry,
+                                take_profit_price_ticks=px + 100,
+                                stop_loss_trigger_ticks=px - 100)
+        res = ray.get(risk.process.remote(T0, [bracket], _views(cfg, T0)))
+        assert res.approved == ["e1"] and res.denials == []
+        filled = sum(e.last_qty_lots for e in res.events
+                     if type(e).__name__ == "OrderFilled" and e.client_order_id == "e1")
+        assert filled == 20
+        accepted = {e.client_order_id for e in res.events if type(e).__name__ == "OrderAccepted"}
+        assert {"e1-TP", "e1-SL"} <= accepted
+        # a resting order amended beyond the position limit: denied by risk, left as it was
+        rest = _order("r1", sym, OrderSide.BUY, 10, px - 50)
+        ray.get(risk.process.remote(T0, [rest], _views(cfg, T0)))
+        big = ModifyOrder(ts_event=T0, ts_init=T0, client_order_id="r1", symbol=sym,
+                          qty_lots=50)
+        res = ray.get(risk.process.remote(T0, [big], _views(cfg, T0)))
+        assert [a.code for a in res.alerts] == ["MODIFY_DENIED:POSITION_EXCEEDS_MAX"]
+        assert not [e for e in res.events if e.client_order_id == "r1"]
+        small = ModifyOrder(ts_event=T0, ts_init=T0, client_order_id="r1", symbol=sym,
+                            qty_lots=5)
+        res = ray.get(risk.process.remote(T0, [small], _views(cfg, T0)))
+        assert "OrderUpdated" in [type(e).__name__ for e in res.events]
+        # the take-profit fills when the market rises through it; the stop-loss is canceled
+        res = ray.get(risk.process.remote(T0 + 10**8, [], _views(cfg, T0 + 10**8, 150)))
+        kinds = {(type(e).__name__, e.client_order_id) for e in res.events}
+        assert ("OrderFilled", "e1-TP") in kinds and ("OrderCanceled", "e1-SL") in kinds
+        assert ray.get(risk.status.remote())["positions"][sym] == 0
+    finally:
+        ray.kill(risk)
+        ray.kill(ex)

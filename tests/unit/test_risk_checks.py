@@ -19,6 +19,7 @@ from actors.core.messages import (
     OrderCanceled,
     OrderFilled,
     OrderSide,
+    OrderType,
     SubmitOrder,
 )
 from actors.core.views import BookView
@@ -421,3 +422,50 @@ def test_deny_reasons_cover_the_issue_list() -> None:
         "GLOBAL_RATE_LIMIT_EXCEEDED", "MESSAGE_RATE_EXCEEDED", "FEATURES_STALE",
         "SIGNAL_STALE", "TRADING_REDUCING", "TRADING_HALTED",
     }
+
+
+# --- stops and amends -------------------------------------------------------------------------
+def stop(
+    coid: str, side: OrderSide, qty: int, trigger: Any, limit: int | None = None
+) -> SubmitOrder:
+    otype = "STOP_LIMIT" if limit is not None else "STOP_MARKET"
+    return dataclasses.replace(order(coid, side, qty, limit), order_type=OrderType(otype),
+                               trigger_price_ticks=trigger)
+
+
+def test_stops_are_checked_on_their_trigger_and_do_not_block_self_trade_checks() -> None:
+    risk, _ = make(price_band_bps=50.0)  # 50 bps of 60,000 = 3,000 ticks
+    d = risk.check(stop("s0", SELL, 2, 590_000.5), bk())
+    assert reason(d) == "PRICE_PRECISION" and "trigger_price_ticks" in d.detail
+    assert reason(risk.check(stop("s1", SELL, 2, 0), bk())) == "PRICE_NOT_POSITIVE"
+    assert risk.check(stop("sl", SELL, 2, PX - 20_000), bk()) is None  # far stop: no band
+    d = risk.check(stop("sx", SELL, 2, PX - 20_000, limit=PX - 25_000), bk())
+    assert reason(d) == "PRICE_OUTSIDE_BAND" and "from trigger" in d.detail
+    assert risk.open_orders(SYMBOL) == 1
+    # a resting stop is not in the book: a buy above its trigger does not self-trade
+    assert risk.check(order("b", BUY, 1, PX), bk()) is None
+
+
+def test_amends_that_reduce_pass_and_amends_that_add_risk_are_checked_and_undone() -> None:
+    from actors.core.messages import ModifyOrder
+
+    risk, _ = make(max_position_lots=10)
+    assert risk.check(order("a", BUY, 6, PX - 5), bk()) is None
+    assert risk.check(order("s", SELL, 2, PX + 5), bk()) is None
+
+    def amend(**kw: Any) -> Any:
+        return risk.check_modify(ModifyOrder(ts_event=T0, ts_init=T0, client_order_id="a",
+                                             symbol=SYMBOL, **kw), bk())
+
+    assert amend(qty_lots=4) is None and risk.working_lots(SYMBOL, BUY) == 4
+    d = amend(qty_lots=11)
+    assert reason(d) == "POSITION_EXCEEDS_MAX" and d.detail.startswith("amend: position 11")
+    assert risk.working_lots(SYMBOL, BUY) == 4 and risk.open_orders(SYMBOL) == 2  # unchanged
+    d = amend(price_ticks=PX + 5)  # would cross our own sell
+    assert reason(d) == "SELF_TRADE_PREVENTED"
+    assert amend(qty_lots=9, price_ticks=PX - 2) is None
+    assert risk.working_lots(SYMBOL, BUY) == 9
+    risk.on_event(fill(order("a", BUY, 9, PX - 2), PX - 2, qty=3))
+    assert amend(qty_lots=5) is None and risk.working_lots(SYMBOL, BUY) == 2  # 3 filled + 2
+    assert risk.check_modify(ModifyOrder(ts_event=T0, ts_init=T0, client_order_id="zz",
+                                         symbol=SYMBOL, qty_lots=1), bk()) is None
