@@ -462,9 +462,12 @@ def report_executions(
         table.add_column(c, justify="right")
     groups = [("total", rep["total"])] + list(rep["by_symbol"].items()) + [
         (f"model {m}", v) for m, v in rep["by_model"].items()]
+    def cell(v: Any) -> str:
+        return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
     for name, row in groups:
-        table.add_row(name, *[str(row[c]) for c in cols],
-                      *[str(row["markout_bps"][f"{h:g}s"]) for h in hs])
+        table.add_row(name, *[cell(row[c]) for c in cols],
+                      *[cell(row["markout_bps"][f"{h:g}s"]) for h in hs])
     Console().print(table)
 
 
