@@ -704,8 +704,11 @@ class RayConfig(Strict):
     max_restarts: int = Field(
         0,
         ge=0,
-        description="Restarts of a crashed pipeline actor. 0 until checkpoint recovery exists: "
-        "a restarted actor would otherwise continue with empty state.",
+        description="Restarts of a crashed RiskActor or ExecutionActor (> 0 turns on their "
+        "per-step checkpoints under runs/<id>/checkpoints/ and Ray's retry of their calls; a "
+        "restarted one continues from its checkpoint and answers a retried call with the "
+        "checkpointed result). The other actors are never restarted: they would come back "
+        "empty.",
     )
 
 

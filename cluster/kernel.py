@@ -194,7 +194,7 @@ class TradingKernel:
         wall_init = {d.decision_id: d.wall_init_ns for d in dps}
         st.orders += len(commands)
         t3 = time.perf_counter()
-        res = await topo.risk.process.remote(now_ns, commands, views)
+        res = await topo.risk.process.remote(now_ns, commands, views, st.steps)
         t4 = time.perf_counter()
         self.strategy.on_fills(res.events)
         verdicts = {e.client_order_id: e for e in res.denials}

@@ -93,9 +93,18 @@ def build_topology(
             "name": f"{name}-{run_id}",
             "namespace": ns,
             "num_cpus": cpus,
-            "max_restarts": restarts,
+            "max_restarts": 0,
             **extra,
         }
+
+    # Risk and execution checkpoint every step and answer a retried call from the checkpoint,
+    # so only they may restart, with Ray retrying their calls (at-least-once delivery,
+    # exactly-once effects). The other actors would come back empty: they stay at 0.
+    ckpt_dir = Path(run_dir).resolve() / "checkpoints"
+    recover = {"max_restarts": restarts, "max_task_retries": restarts} if restarts else {}
+
+    def ckpt(name: str) -> str | None:
+        return str(ckpt_dir / f"{name}.pkl") if restarts else None
 
     created: list[Any] = []
     try:
@@ -130,10 +139,16 @@ def build_topology(
         )
         created.append(journal)
         execution = (
-            ray.remote(ExecutionActor).options(**opts("execution")).remote(cfg_dict, replay)
+            ray.remote(ExecutionActor)
+            .options(**opts("execution", **recover))
+            .remote(cfg_dict, replay, ckpt("execution"))
         )
         created.append(execution)
-        risk = ray.remote(RiskActor).options(**opts("risk")).remote(cfg_dict, replay, execution)
+        risk = (
+            ray.remote(RiskActor)
+            .options(**opts("risk", **recover))
+            .remote(cfg_dict, replay, execution, ckpt("risk"))
+        )
         created.append(risk)
         # fail fast, and completely, if any actor cannot start: never half a topology
         ray.get([a.__ray_ready__.remote() for a in created], timeout=cfg.ray.start_timeout_s)

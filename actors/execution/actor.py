@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from actors.core.checkpoint import read_checkpoint, write_checkpoint
 from actors.core.clock import make_clock
 from actors.core.messages import (
     CancelOrder,
@@ -35,10 +36,22 @@ class ExecResult:
 class ExecutionActor:
     """Paper execution against the symbols' current books."""
 
-    def __init__(self, cfg: dict[str, Any], replay: bool) -> None:
+    def __init__(
+        self, cfg: dict[str, Any], replay: bool, checkpoint_path: str | None = None
+    ) -> None:
         c = RaydeskConfig.model_validate(cfg)
         self.clock = make_clock(replay)
         self.engine = ExecutionEngine(c.execution, c.instrument_map(), self.clock)
+        self.checkpoint_path = checkpoint_path
+        self.restored = False
+        self._last_call: Any = None  # the id of the last call whose result is checkpointed
+        self._last_result: ExecResult | None = None
+        state = read_checkpoint(checkpoint_path) if checkpoint_path else None
+        if state is not None:  # a restart: continue exactly where the last call left off
+            self.clock.advance_to(state["now_ns"])
+            self.engine.restore(state["engine"])
+            self._last_call, self._last_result = state["call_id"], state["result"]
+            self.restored = True
 
     def execute(
         self,
@@ -46,8 +59,17 @@ class ExecutionActor:
         commands: list[SubmitOrder | CancelOrder | ModifyOrder | SubmitBracket],
         views: dict[str, BookView],
         cancel_open: bool = False,
+        call_id: Any = None,
     ) -> ExecResult:
-        """Match resting orders, then run the commands (after cancelling all if asked)."""
+        """Match resting orders, then run the commands (after cancelling all if asked).
+
+        With a checkpoint path, the engine and the result are checkpointed before the result
+        is returned, and a call repeating the last ``call_id`` (Ray retrying it after a
+        restart) gets that result again instead of running twice: exactly-once effects over
+        at-least-once delivery.
+        """
+        if call_id is not None and call_id == self._last_call and self._last_result is not None:
+            return self._last_result
         self.clock.advance_to(now_ns)
         if cancel_open:
             now = self.clock.now_ns()
@@ -60,7 +82,14 @@ class ExecutionActor:
         events = self.engine.execute(commands, views)
         wall = time.time_ns()
         accepted = {e.client_order_id: wall for e in events if isinstance(e, OrderAccepted)}
-        return ExecResult(events, accepted)
+        result = ExecResult(events, accepted)
+        if self.checkpoint_path:
+            write_checkpoint(self.checkpoint_path, {
+                "now_ns": self.clock.now_ns(), "engine": self.engine.snapshot(),
+                "call_id": call_id, "result": result,
+            })
+            self._last_call, self._last_result = call_id, result
+        return result
 
     def portfolio_summary(self) -> dict[str, Any]:
         """Positions and PnL (realised, fees, unrealised at the last marks, total)."""

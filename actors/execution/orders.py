@@ -24,7 +24,8 @@ engine keeps it (see ``actors.execution.engine``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 
 from actors.core.errors import IllegalTransition, RaydeskError, ValidationError
 from actors.core.messages import (
@@ -39,6 +40,7 @@ from actors.core.messages import (
 )
 
 S = OrderStatus
+_E = TypeVar("_E", bound=Enum)
 
 
 # --- extra order events -----------------------------------------------------------------------
@@ -187,7 +189,35 @@ def transition(
     Raises:
         IllegalTransition: The table has no entry for ``(status, event_type)``.
     """
-    status = OrderStatus(status)
+    status = _member(OrderStatus, status)
+    return _resolve(status, event_type, qty_lots, filled_lots, last_qty_lots, client_order_id)
+
+
+def next_status(order: Order, event: OrderEvent) -> OrderStatus:
+    """Return the status ``event`` would move ``order`` to, without changing it.
+
+    Raises:
+        IllegalTransition: The table has no entry for ``(order.status, type(event))``.
+    """
+    return _resolve(
+        _member(OrderStatus, order.status),
+        type(event).__name__,
+        order.qty_lots,
+        order.filled_lots,
+        event.last_qty_lots if isinstance(event, OrderFilled) else 0,
+        order.client_order_id,
+    )
+
+
+def _resolve(
+    status: OrderStatus,
+    event_type: str,
+    qty_lots: int,
+    filled_lots: int,
+    last_qty_lots: int,
+    client_order_id: str,
+) -> OrderStatus:
+    """:func:`transition` for a ``status`` that is a member already (positional: hot path)."""
     target = TRANSITIONS[status].get(event_type)
     if target is None:
         raise IllegalTransition(client_order_id, status.value, event_type)
@@ -198,20 +228,10 @@ def transition(
     return target
 
 
-def next_status(order: Order, event: OrderEvent) -> OrderStatus:
-    """Return the status ``event`` would move ``order`` to, without changing it.
-
-    Raises:
-        IllegalTransition: The table has no entry for ``(order.status, type(event))``.
-    """
-    return transition(
-        order.status,
-        type(event).__name__,
-        qty_lots=order.qty_lots,
-        filled_lots=order.filled_lots,
-        last_qty_lots=event.last_qty_lots if isinstance(event, OrderFilled) else 0,
-        client_order_id=order.client_order_id,
-    )
+def _member(enum: type[_E], value: Any) -> _E:
+    """Return ``value`` as a member of ``enum``: a member as it is (an identity check, no
+    lookup by value), anything else through ``enum(value)`` (which validates it)."""
+    return value if type(value) is enum else enum(value)
 
 
 # --- the order --------------------------------------------------------------------------------
@@ -283,11 +303,11 @@ class Order:
         return cls(
             client_order_id=cmd.client_order_id,
             symbol=cmd.symbol,
-            side=OrderSide(cmd.side),
-            order_type=OrderType(cmd.order_type),
+            side=_member(OrderSide, cmd.side),
+            order_type=_member(OrderType, cmd.order_type),
             qty_lots=int(cmd.qty_lots),
             price_ticks=None if cmd.price_ticks is None else int(cmd.price_ticks),
-            tif=TimeInForce(cmd.tif),
+            tif=_member(TimeInForce, cmd.tif),
             reduce_only=bool(cmd.reduce_only),
             strategy_id=cmd.strategy_id,
             trigger_ts_init=int(cmd.trigger_ts_init),
@@ -343,8 +363,16 @@ class Order:
             raise ValidationError(
                 "client_order_id", repr(self.client_order_id), event.client_order_id
             )
-        target = next_status(self, event)
-        if isinstance(event, OrderFilled):
+        fill = isinstance(event, OrderFilled)
+        target = _resolve(
+            _member(OrderStatus, self.status),
+            type(event).__name__,
+            self.qty_lots,
+            self.filled_lots,
+            event.last_qty_lots if fill else 0,
+            self.client_order_id,
+        )
+        if fill:
             self._check_fill(event)
             self._apply_fill(event)
         elif isinstance(event, OrderAccepted):
@@ -375,7 +403,7 @@ class Order:
             raise DuplicateTradeId(self.client_order_id, fill.trade_id)
         if fill.last_qty_lots <= 0:
             raise ValidationError("last_qty_lots", "> 0", fill.last_qty_lots)
-        if OrderSide(fill.side) is not self.side:
+        if _member(OrderSide, fill.side) is not self.side:
             raise ValidationError("side", f"the order side {self.side.value}", fill.side)
 
     def _apply_fill(self, fill: OrderFilled) -> None:

@@ -172,6 +172,15 @@ def _is_buy_aggressor(aggressor: str) -> bool:
     return aggressor.upper() in ("BUY", "BID", "B")
 
 
+def _size_lots(size: float, lot_size: float) -> int:
+    """Whole lots in ``size`` instrument units (``lot_size`` as a float), never negative."""
+    return max(0, int(round(float(size) / lot_size)))
+
+
+_LIMIT_TYPES = frozenset(t for t in OrderType if t.has_limit)
+_STOP_TYPES = frozenset(t for t in OrderType if t.is_stop)
+
+
 def _base(order: Order, now_ns: int) -> dict[str, Any]:
     return {
         "ts_event": now_ns,
@@ -268,6 +277,44 @@ class PendingStop:
         )
 
 
+@dataclass(slots=True, frozen=True)
+class _Levels:
+    """One view's levels in lots, worked out once per view (views are immutable).
+
+    ``bids`` / ``asks`` are ``(price_ticks, lots)`` best first, as displayed; ``bid_lots`` /
+    ``ask_lots`` map a price to the lots of its first level.
+    """
+
+    book: BookView
+    key: ViewKey
+    lot_size: float
+    bids: tuple[tuple[int, int], ...]
+    asks: tuple[tuple[int, int], ...]
+    bid_lots: dict[int, int]
+    ask_lots: dict[int, int]
+
+    @classmethod
+    def of(cls, book: BookView, inst: Instrument) -> _Levels:
+        """Convert ``book``'s sizes into ``inst`` lots."""
+        lot = float(inst.lot_size)
+        bids = tuple(
+            (px, _size_lots(size, lot))
+            for px, size in zip(book.bid_ticks, book.bid_sizes, strict=False)
+        )
+        asks = tuple(
+            (px, _size_lots(size, lot))
+            for px, size in zip(book.ask_ticks, book.ask_sizes, strict=False)
+        )
+        return cls(book, view_key(book), lot, bids, asks, _first_lots(bids), _first_lots(asks))
+
+
+def _first_lots(levels: tuple[tuple[int, int], ...]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for px, lots in levels:
+        out.setdefault(px, lots)
+    return out
+
+
 class PaperVenue:
     """A simulated venue that matches against the symbol's current :class:`BookView`.
 
@@ -299,13 +346,21 @@ class PaperVenue:
         self._taker_bps = float(taker_fee_bps)
         self._probabilistic = queue_model == "probabilistic"
         self._power = float(queue_prob_power)
-        self._resting: dict[str, RestingOrder] = {}
+        # per instrument: (tick_size, lot_size) as floats, for fees
+        self._float_sizes = {
+            s: (float(i.tick_size), float(i.lot_size)) for s, i in self._instruments.items()
+        }
+        self._resting: dict[str, RestingOrder] = {}  # in arrival order
         self._stops: dict[str, PendingStop] = {}
+        # the same records by symbol, in the same order (on_market looks at one symbol)
+        self._resting_of: dict[str, dict[str, RestingOrder]] = {}
+        self._stops_of: dict[str, dict[str, PendingStop]] = {}
         self._oco: dict[str, str] = {}
         self._fill_counts: dict[str, int] = {}
         self._order_seq = 0
         # symbol -> (view, {("A"|"B", price): lots consumed by our fills on that view})
         self._consumed: dict[str, tuple[ViewKey, dict[tuple[str, int], int]]] = {}
+        self._levels_of: dict[str, _Levels] = {}  # symbol -> its last view's levels (a cache)
 
     # --- queries ------------------------------------------------------------------------------
     def resting(self) -> list[RestingOrder]:
@@ -323,25 +378,38 @@ class PaperVenue:
     # --- Venue --------------------------------------------------------------------------------
     def submit(self, order: Order, book: BookView | None, now_ns: int) -> list[OrderEvent]:
         """Accept (or reject) ``order`` and match it against ``book``; see the module doc."""
-        base = _base(order, now_ns)
-        inst = self._instruments.get(order.symbol)
+        coid, symbol = order.client_order_id, order.symbol
+        inst = self._instruments.get(symbol)
         reason = self._refusal(order, book, inst, now_ns)
         if reason or inst is None or book is None:
-            return [OrderRejected(reason=reason, **base)]
+            return [
+                OrderRejected(
+                    ts_event=now_ns,
+                    ts_init=now_ns,
+                    client_order_id=coid,
+                    symbol=symbol,
+                    reason=reason,
+                )
+            ]
         self._order_seq += 1
         events: list[OrderEvent] = [
             OrderAccepted(
-                venue_order_id=f"P-{self._order_seq}", trigger_ts_init=order.trigger_ts_init, **base
+                ts_event=now_ns,
+                ts_init=now_ns,
+                client_order_id=coid,
+                symbol=symbol,
+                venue_order_id=f"P-{self._order_seq}",
+                trigger_ts_init=order.trigger_ts_init,
             )
         ]
         if order.oco_order_id:
-            self._oco[order.client_order_id] = order.oco_order_id
+            self._oco[coid] = order.oco_order_id
         qty = order.qty_lots - order.filled_lots
-        if order.order_type.is_stop:
+        if order.order_type in _STOP_TYPES:
             assert order.trigger_price_ticks is not None
             stop = PendingStop(
-                client_order_id=order.client_order_id,
-                symbol=order.symbol,
+                client_order_id=coid,
+                symbol=symbol,
                 side=order.side,
                 order_type=order.order_type,
                 trigger_ticks=order.trigger_price_ticks,
@@ -349,22 +417,12 @@ class PaperVenue:
                 leaves_lots=qty,
                 tif=order.tif,
             )
-            self._stops[stop.client_order_id] = stop
+            self._add_stop(stop)
             events.extend(self._check_trigger(stop, book, inst, now_ns))
             return events
         limit = order.price_ticks if order.order_type is OrderType.LIMIT else None
         events.extend(
-            self._work(
-                order.client_order_id,
-                order.symbol,
-                order.side,
-                qty,
-                limit,
-                order.tif,
-                inst,
-                book,
-                now_ns,
-            )
+            self._work(coid, symbol, order.side, qty, limit, order.tif, inst, book, now_ns)
         )
         return events
 
@@ -375,8 +433,15 @@ class PaperVenue:
         on a paper venue nothing else can still fill it.
         """
         held = self._drop(order.client_order_id)
-        reason = CANCEL_REQUESTED if held else CANCEL_NOT_AT_VENUE
-        return [OrderCanceled(reason=reason, **_base(order, now_ns))]
+        return [
+            OrderCanceled(
+                ts_event=now_ns,
+                ts_init=now_ns,
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                reason=CANCEL_REQUESTED if held else CANCEL_NOT_AT_VENUE,
+            )
+        ]
 
     def expire(self, order: Order, now_ns: int) -> list[OrderEvent]:
         """Withdraw ``order`` and report it expired."""
@@ -446,7 +511,7 @@ class PaperVenue:
             return events
         assert rest is not None
         if moves and book is not None:
-            del self._resting[coid]
+            self._remove_resting(coid)
             events.extend(
                 self._work(
                     coid,
@@ -469,30 +534,32 @@ class PaperVenue:
     def on_market(self, book: BookView, now_ns: int) -> list[OrderEvent]:
         """Fill resting orders of ``book.symbol`` from its trades and crossing quotes, then
         trigger its stop orders."""
-        inst = self._instruments.get(book.symbol)
-        mine = [r for r in self._resting.values() if r.symbol == book.symbol]
-        stops = [s for s in self._stops.values() if s.symbol == book.symbol]
+        symbol = book.symbol
+        inst = self._instruments.get(symbol)
+        mine = list(self._resting_of.get(symbol, {}).values())
+        stops = list(self._stops_of.get(symbol, {}).values())
         if (not mine and not stops) or inst is None or book.quarantined:
             return []
-        key = view_key(book)
+        lv = self._levels(book, inst)
+        key = lv.key
         events: list[OrderEvent] = []
         fresh = [r for r in mine if r.last_view != key]
+        # a trade only reaches resting orders on the other side of its aggressor
+        fresh_of = {
+            side: [r for r in fresh if r.side is side] for side in (OrderSide.BUY, OrderSide.SELL)
+        }
         traded: dict[str, int] = {}
         for trade in book.trades:
-            size = avail = self._lots(inst, trade.size)
+            size = avail = _size_lots(trade.size, lv.lot_size)
             buyer = _is_buy_aggressor(trade.aggressor)
-            for r in fresh:
-                if r.leaves_lots == 0 or buyer == (r.side is OrderSide.BUY):
+            px = trade.price_ticks
+            for r in fresh_of[OrderSide.SELL if buyer else OrderSide.BUY]:
+                if r.leaves_lots == 0:
                     continue
-                through = (
-                    trade.price_ticks < r.price_ticks
-                    if r.side is OrderSide.BUY
-                    else trade.price_ticks > r.price_ticks
-                )
-                if through:
+                if px < r.price_ticks if r.side is OrderSide.BUY else px > r.price_ticks:
                     fill = min(r.leaves_lots, avail)  # a print fills no more than its size
                     avail -= fill
-                elif trade.price_ticks == r.price_ticks:
+                elif px == r.price_ticks:
                     traded[r.client_order_id] = traded.get(r.client_order_id, 0) + size
                     eaten = min(r.queue_ahead_lots, avail)
                     r.queue_ahead_lots -= eaten
@@ -504,13 +571,20 @@ class PaperVenue:
                     events.extend(self._maker_fill(r, fill, inst, now_ns))
         for r in fresh:
             if r.leaves_lots > 0:
-                self._requeue(r, traded.get(r.client_order_id, 0), book, inst)
+                level_lots = lv.bid_lots if r.side is OrderSide.BUY else lv.ask_lots
+                self._requeue(r, traded.get(r.client_order_id, 0), level_lots.get(r.price_ticks, 0))
             r.last_view = key
-        consumed = self._consumption(book)
+        consumed = self._consumption(symbol, key)
         for r in mine:
             if r.leaves_lots == 0:
                 continue
-            book_side = "A" if r.side is OrderSide.BUY else "B"
+            buy = r.side is OrderSide.BUY
+            opposite = lv.asks if buy else lv.bids
+            if not opposite or (
+                opposite[0][0] > r.price_ticks if buy else opposite[0][0] < r.price_ticks
+            ):
+                continue  # the opposite touch does not reach its price: nothing crosses
+            book_side = "A" if buy else "B"
             crossed = 0
             for px, lots in self._opposite(book, inst, r.side, r.price_ticks):
                 take = min(r.leaves_lots - crossed, lots)
@@ -559,6 +633,8 @@ class PaperVenue:
         for d in snapshot.get("stops", []):
             s = PendingStop.from_dict(d)
             self._stops[s.client_order_id] = s
+        self._reindex()
+        self._levels_of = {}
         self._oco = {str(k): str(v) for k, v in snapshot.get("oco", {}).items()}
         self._consumed = {}
         for sym, c in snapshot.get("consumed", {}).items():
@@ -576,9 +652,11 @@ class PaperVenue:
             return REJECT_INSTRUMENT_UNKNOWN
         if order.qty_lots - order.filled_lots <= 0:
             return REJECT_INVALID_QTY
-        if otype.has_limit and (order.price_ticks is None or order.price_ticks <= 0):
+        if otype in _LIMIT_TYPES and (order.price_ticks is None or order.price_ticks <= 0):
             return REJECT_INVALID_PRICE
-        if otype.is_stop and (order.trigger_price_ticks is None or order.trigger_price_ticks <= 0):
+        if otype in _STOP_TYPES and (
+            order.trigger_price_ticks is None or order.trigger_price_ticks <= 0
+        ):
             return REJECT_INVALID_TRIGGER
         if order.post_only and (otype is not OrderType.LIMIT or order.tif is not TimeInForce.GTC):
             return REJECT_INVALID_POST_ONLY
@@ -598,7 +676,7 @@ class PaperVenue:
         """Trigger ``stop`` if the view's reference price reached it, and work it."""
         if not stop_triggered(stop.side, stop.trigger_ticks, reference_price(book)):
             return []
-        del self._stops[stop.client_order_id]
+        self._remove_stop(stop.client_order_id)
         events: list[OrderEvent] = [
             OrderTriggered(
                 ts_event=now_ns,
@@ -643,7 +721,8 @@ class PaperVenue:
             return [OrderCanceled(reason=CANCEL_FOK, **base)]
         events: list[OrderEvent] = []
         book_side = "A" if side is OrderSide.BUY else "B"
-        consumed = self._consumption(book)
+        lv = self._levels(book, inst)
+        consumed = self._consumption(symbol, lv.key)
         leaves = qty
         for px, lots in levels:
             if leaves == 0:
@@ -654,7 +733,8 @@ class PaperVenue:
             events.append(
                 self._fill(coid, symbol, side, take, px, LiquiditySide.TAKER, inst, now_ns)
             )
-            events.extend(self._oco_cancel(coid, now_ns))
+            if coid in self._oco:
+                events.extend(self._oco_cancel(coid, now_ns))
         if leaves == 0:
             self._drop(coid)
         elif limit is None:
@@ -664,16 +744,18 @@ class PaperVenue:
             self._drop(coid)
             events.append(OrderCanceled(reason=CANCEL_IOC, **base))
         else:
-            level = self._displayed(book, inst, side, limit)
-            self._resting[coid] = RestingOrder(
-                client_order_id=coid,
-                symbol=symbol,
-                side=side,
-                price_ticks=limit,
-                leaves_lots=leaves,
-                queue_ahead_lots=float(level),
-                last_view=view_key(book),
-                level_lots=level,
+            level = (lv.bid_lots if side is OrderSide.BUY else lv.ask_lots).get(limit, 0)
+            self._add_resting(
+                RestingOrder(
+                    client_order_id=coid,
+                    symbol=symbol,
+                    side=side,
+                    price_ticks=limit,
+                    leaves_lots=leaves,
+                    queue_ahead_lots=float(level),
+                    last_view=lv.key,
+                    level_lots=level,
+                )
             )
         return events
 
@@ -691,7 +773,9 @@ class PaperVenue:
             inst,
             now_ns,
         )
-        return [fill, *self._oco_cancel(r.client_order_id, now_ns)]
+        if r.client_order_id in self._oco:
+            return [fill, *self._oco_cancel(r.client_order_id, now_ns)]
+        return [fill]
 
     def _oco_cancel(self, coid: str, now_ns: int) -> list[OrderEvent]:
         """Cancel the order linked one-cancels-other to ``coid`` (which just filled)."""
@@ -715,9 +799,9 @@ class PaperVenue:
             )
         ]
 
-    def _requeue(self, r: RestingOrder, traded: int, book: BookView, inst: Instrument) -> None:
-        """Move ``r`` forward for the size that left its level in a new view (queue model)."""
-        level = self._displayed(book, inst, r.side, r.price_ticks)
+    def _requeue(self, r: RestingOrder, traded: int, level: int) -> None:
+        """Move ``r`` forward for the size that left its level in a new view (queue model);
+        ``level`` is the lots the view displays at its price."""
         if self._probabilistic:
             expected = max(0, r.level_lots - traded)
             front = r.queue_ahead_lots
@@ -727,54 +811,82 @@ class PaperVenue:
         r.queue_ahead_lots = min(r.queue_ahead_lots, float(level))
         r.level_lots = level
 
+    def _add_resting(self, r: RestingOrder) -> None:
+        if r.client_order_id in self._resting:  # replaced in place: keep its arrival place
+            self._resting[r.client_order_id] = r
+            self._reindex()
+            return
+        self._resting[r.client_order_id] = r
+        self._resting_of.setdefault(r.symbol, {})[r.client_order_id] = r
+
+    def _remove_resting(self, coid: str) -> RestingOrder | None:
+        r = self._resting.pop(coid, None)
+        if r is not None:
+            del self._resting_of[r.symbol][coid]
+        return r
+
+    def _add_stop(self, s: PendingStop) -> None:
+        if s.client_order_id in self._stops:
+            self._stops[s.client_order_id] = s
+            self._reindex()
+            return
+        self._stops[s.client_order_id] = s
+        self._stops_of.setdefault(s.symbol, {})[s.client_order_id] = s
+
+    def _remove_stop(self, coid: str) -> PendingStop | None:
+        s = self._stops.pop(coid, None)
+        if s is not None:
+            del self._stops_of[s.symbol][coid]
+        return s
+
+    def _reindex(self) -> None:
+        """Rebuild the by-symbol indexes from the records (in arrival order)."""
+        self._resting_of = {}
+        for r in self._resting.values():
+            self._resting_of.setdefault(r.symbol, {})[r.client_order_id] = r
+        self._stops_of = {}
+        for s in self._stops.values():
+            self._stops_of.setdefault(s.symbol, {})[s.client_order_id] = s
+
     def _drop(self, coid: str) -> bool:
         """Forget an order that leaves the venue; return whether the venue held it."""
-        held = self._resting.pop(coid, None) is not None
-        held = self._stops.pop(coid, None) is not None or held
+        held = self._remove_resting(coid) is not None
+        held = self._remove_stop(coid) is not None or held
         self._fill_counts.pop(coid, None)
         self._oco.pop(coid, None)
         return held
 
-    @staticmethod
-    def _lots(inst: Instrument, size: float) -> int:
-        return max(0, int(round(float(size) / float(inst.lot_size))))
+    def _levels(self, book: BookView, inst: Instrument) -> _Levels:
+        """Return ``book``'s levels in lots (worked out once per view of each symbol)."""
+        lv = self._levels_of.get(book.symbol)
+        if lv is None or lv.book is not book:
+            lv = self._levels_of[book.symbol] = _Levels.of(book, inst)
+        return lv
 
-    def _consumption(self, book: BookView) -> dict[tuple[str, int], int]:
-        key = view_key(book)
-        entry = self._consumed.get(book.symbol)
+    def _consumption(self, symbol: str, key: ViewKey) -> dict[tuple[str, int], int]:
+        entry = self._consumed.get(symbol)
         if entry is None or entry[0] != key:
             entry = (key, {})
-            self._consumed[book.symbol] = entry
+            self._consumed[symbol] = entry
         return entry[1]
 
     def _opposite(
         self, book: BookView, inst: Instrument, side: OrderSide, limit: int | None
     ) -> list[tuple[int, int]]:
         """Opposite levels a ``side`` order may take, best first, net of our consumption."""
-        if side is OrderSide.BUY:
-            ticks, sizes, book_side = book.ask_ticks, book.ask_sizes, "A"
-        else:
-            ticks, sizes, book_side = book.bid_ticks, book.bid_sizes, "B"
-        consumed = self._consumption(book)
+        lv = self._levels(book, inst)
+        buy = side is OrderSide.BUY
+        levels, book_side = (lv.asks, "A") if buy else (lv.bids, "B")
+        consumed = self._consumption(book.symbol, lv.key)
         out: list[tuple[int, int]] = []
-        for px, size in zip(ticks, sizes, strict=False):
-            if limit is not None and (px > limit if side is OrderSide.BUY else px < limit):
+        for px, lots in levels:
+            if limit is not None and (px > limit if buy else px < limit):
                 break
-            lots = self._lots(inst, size) - consumed.get((book_side, px), 0)
+            if consumed:
+                lots -= consumed.get((book_side, px), 0)
             if lots > 0:
                 out.append((px, lots))
         return out
-
-    def _displayed(self, book: BookView, inst: Instrument, side: OrderSide, price: int) -> int:
-        """Displayed lots at ``price`` on our own side of the book."""
-        if side is OrderSide.BUY:
-            ticks, sizes = book.bid_ticks, book.bid_sizes
-        else:
-            ticks, sizes = book.ask_ticks, book.ask_sizes
-        for px, size in zip(ticks, sizes, strict=False):
-            if px == price:
-                return self._lots(inst, size)
-        return 0
 
     def _fill(
         self,
@@ -800,5 +912,10 @@ class PaperVenue:
             last_qty_lots=lots,
             last_px_ticks=px,
             liquidity=liquidity,
-            fee=inst.notional(px, lots) * bps / 10_000.0,
+            fee=self._notional(symbol, px, lots) * bps / 10_000.0,
         )
+
+    def _notional(self, symbol: str, px: int, lots: int) -> float:
+        """``Instrument.notional`` (the same float arithmetic) with the sizes converted once."""
+        tick_size, lot_size = self._float_sizes[symbol]
+        return (float(px) * tick_size) * (float(lots) * lot_size)

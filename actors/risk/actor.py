@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.core.checkpoint import read_checkpoint, write_checkpoint
 from actors.core.clock import make_clock
 from actors.core.messages import (
     CancelOrder,
@@ -62,7 +63,13 @@ class RiskActor:
             benchmark): approved orders are then released at once, as if canceled.
     """
 
-    def __init__(self, cfg: dict[str, Any], replay: bool, execution: Any) -> None:
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        replay: bool,
+        execution: Any,
+        checkpoint_path: str | None = None,
+    ) -> None:
         c = RaydeskConfig.model_validate(cfg)
         self.clock = make_clock(replay)
         secret = os.environ.get(c.risk.rearm_token_env) or None
@@ -73,14 +80,35 @@ class RiskActor:
         self._halt_requested = False  # an operator halt: cancel (and flatten) on the next step
         self._report: dict[str, Any] | None = None  # built after a step, sent with the next
         self._report_scheduled = False
+        self.checkpoint_path = checkpoint_path
+        self.restored = False
+        self._last_step: Any = None
+        self._last_result: RiskResult | None = None
+        state = read_checkpoint(checkpoint_path) if checkpoint_path else None
+        if state is not None:  # a restart: continue exactly where the last step left off
+            self.clock.advance_to(state["now_ns"])
+            self.engine.restore(state["engine"])
+            self._pending = state["pending"]
+            self._halt_requested = state["halt_requested"]
+            self._last_step, self._last_result = state["step_id"], state["result"]
+            self.restored = True
 
     async def process(
         self,
         now_ns: int,
         commands: list[SubmitOrder | CancelOrder | ModifyOrder | SubmitBracket],
         views: dict[str, BookView],
+        step_id: Any = None,
     ) -> RiskResult:
-        """Mark, check every order, execute the approved ones, and account their fills."""
+        """Mark, check every order, execute the approved ones, and account their fills.
+
+        With a checkpoint path, the engine's state and the result are checkpointed before the
+        result is returned, and a call repeating the last ``step_id`` (Ray retrying it after a
+        restart of this actor) gets that result again instead of running the step twice. The
+        calls to execution carry ``(step_id, n)`` for the same reason.
+        """
+        if step_id is not None and step_id == self._last_step and self._last_result is not None:
+            return self._last_result
         self.clock.advance_to(now_ns)
         eng = self.engine
         was_halted = eng.state is TradingState.HALTED
@@ -133,14 +161,18 @@ class RiskActor:
             for coid in ids:
                 eng.release(coid)
         else:
-            res = await self.execution.execute.remote(now_ns, approved, views, tripped)
+            res = await self.execution.execute.remote(
+                now_ns, approved, views, tripped, None if step_id is None else (step_id, 0)
+            )
             events, wall = res.events, res.accept_wall_ns
             for ev in events:
                 state_events.extend(eng.on_event(ev))
             if eng.state is TradingState.HALTED and not tripped and not was_halted:
                 # tripped by this step's fills: cancel whatever is still working (and flatten)
                 more_cmds = eng.flatten_orders(views) if self.flatten else []
-                more = await self.execution.execute.remote(now_ns, more_cmds, views, True)
+                more = await self.execution.execute.remote(
+                    now_ns, more_cmds, views, True, None if step_id is None else (step_id, 1)
+                )
                 events.extend(more.events)
                 wall.update(more.accept_wall_ns)
                 for ev in more.events:
@@ -151,7 +183,7 @@ class RiskActor:
             # with the next step's result
             self._report_scheduled = True
             asyncio.get_running_loop().call_soon(self._build_report)
-        return RiskResult(
+        result = RiskResult(
             denials=denials,
             events=events,
             state_events=state_events,
@@ -163,6 +195,18 @@ class RiskActor:
             report=report,
             approved=ids,
         )
+        self._last_step, self._last_result = step_id, result
+        self._save()
+        return result
+
+    def _save(self) -> None:
+        """Checkpoint the engine, the queued operator events and the last step's result."""
+        if self.checkpoint_path:
+            write_checkpoint(self.checkpoint_path, {
+                "now_ns": self.clock.now_ns(), "engine": self.engine.snapshot(),
+                "pending": self._pending, "halt_requested": self._halt_requested,
+                "step_id": self._last_step, "result": self._last_result,
+            })
 
     def _build_report(self) -> None:
         self._report_scheduled = False
@@ -172,8 +216,12 @@ class RiskActor:
     def rearm(self, operator: str, token: str) -> dict[str, Any]:
         """Re-arm after a trip (authenticated; refusals raise ``RearmRefused`` and are
         journaled with the next step)."""
-        ev = self.engine.rearm(operator, token)
+        try:
+            ev = self.engine.rearm(operator, token)
+        finally:
+            self._save()  # a refusal is counted and queued too
         self._pending.append(ev)
+        self._save()
         return ev.to_record()
 
     def halt(self, reason: str) -> dict[str, Any]:
@@ -182,6 +230,7 @@ class RiskActor:
         ev = self.engine.halt(reason)
         self._pending.append(ev)
         self._halt_requested = True
+        self._save()  # a halt must survive a crash
         return ev.to_record()
 
     def status(self) -> dict[str, Any]:
