@@ -604,7 +604,9 @@ def models_train(
 def bench(
     name: Annotated[
         str,
-        typer.Argument(help="Benchmark: book | simulator | replay | feed | inference | risk."),
+        typer.Argument(
+            help="Benchmark: book | simulator | replay | feed | inference | risk | execution."
+        ),
     ],
     config: ConfigOpt = DEFAULT_CONFIG,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,

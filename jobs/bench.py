@@ -905,6 +905,7 @@ def bench_inference(cfg: RaydeskConfig, rate: int = 1_000, duration_s: float = 5
         "machine": _machine(),
     }
 
+from jobs.bench_execution import bench_execution  # noqa: E402 - imports _machine lazily
 from jobs.bench_risk import bench_risk  # noqa: E402 - it imports _machine from here lazily
 
 BENCHMARKS: dict[str, Callable[[RaydeskConfig], dict[str, Any]]] = {
@@ -914,4 +915,5 @@ BENCHMARKS: dict[str, Callable[[RaydeskConfig], dict[str, Any]]] = {
     "feed": bench_feed,
     "inference": bench_inference,
     "risk": bench_risk,
+    "execution": bench_execution,
 }

@@ -248,7 +248,20 @@ class SymbolEngine:
             # a snapshot still arriving is a half-built book: not for trading either
             quarantined=self.quarantined or self.book.in_snapshot,
             trades=trades,
+            queues=self._queues(bp, ap) if self.l3 is not None else None,
         )
+
+    def _queues(
+        self, bids: Any, asks: Any
+    ) -> dict[tuple[int, int], tuple[tuple[int, float], ...]]:
+        """The FIFO queue of every level shown (market-by-order symbols): what the paper
+        venue needs for an exact queue position."""
+        assert self.l3 is not None
+        out = {}
+        for side, prices in ((0, bids), (1, asks)):
+            for p in prices:
+                out[(side, int(p))] = self.l3.level_queue(side, int(p))
+        return out
 
     # checkpoint -----------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

@@ -754,6 +754,24 @@ class L3Book:
         _level_walk(self._oi, self._oid, self._of, self._li, lvl, ids, sizes)
         return list(zip(ids.tolist(), sizes.tolist(), strict=True))
 
+    def level_queue(self, side: int, price: int) -> tuple[tuple[int, float], ...]:
+        """Return the orders at ``(side, price)`` in FIFO order as ``(priority, size)``.
+
+        Priorities only grow: an order that loses its place (added, moved, enlarged, refilled)
+        gets a new, larger number, so "ahead of an order that joined when the largest number
+        at the level was ``p``" is exactly "priority ``<= p``" (the paper venue's exact queue
+        position on market-by-order data).
+        """
+        lvl = _find(self._lk, self._lv, _level_key(int(side), int(price)))
+        if lvl < 0:
+            return ()
+        out = []
+        j = int(self._li[lvl, L_HEAD])
+        while j >= 0:
+            out.append((int(self._oi[j, O_PRIO]), float(self._of[j, O_SIZE])))
+            j = int(self._oi[j, O_NEXT])
+        return tuple(out)
+
     def l2_levels(self, side: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
         """Return the best ``depth`` levels of ``side``: prices (ticks) and aggregated sizes."""
         hw = int(self._st[L_HW])

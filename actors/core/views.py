@@ -38,6 +38,9 @@ class BookView:
     seq: int = 0
     quarantined: bool = False
     trades: tuple[TradePrint, ...] = ()
+    # market-by-order symbols only: the FIFO queue of each level shown, as
+    # {(side, price): ((priority, size), ...)} with side 0 = bid, 1 = ask (None on L2 data)
+    queues: dict[tuple[int, int], tuple[tuple[int, float], ...]] | None = None
 
     @property
     def best_bid(self) -> int | None:

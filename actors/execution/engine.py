@@ -188,7 +188,8 @@ class ExecutionEngine:
                 out.extend(self._apply_all(self._venue.on_market(book, self._clock.now_ns())))
             for cmd in commands:
                 out.extend(self._command(cmd))
-                out.extend(self._settle())
+                if self._dirty:
+                    out.extend(self._settle())
         finally:
             self._books = {}
         return out
@@ -378,31 +379,24 @@ class ExecutionEngine:
     # --- sending ------------------------------------------------------------------------------
     def _send(self, order: Order, at: int, now: int) -> list[OrderEvent]:
         """Mark ``order`` submitted at ``now`` and hand it to the venue, arriving at ``at``."""
-        out = self._apply(
-            OrderSubmitted(
-                ts_event=now,
-                ts_init=now,
-                client_order_id=order.client_order_id,
-                symbol=order.symbol,
-            )
+        out: list[OrderEvent] = []
+        submitted = OrderSubmitted(
+            ts_event=now, ts_init=now, client_order_id=order.client_order_id, symbol=order.symbol
         )
-        out.extend(self._apply_raw(self._venue.submit(order, self._books.get(order.symbol), at)))
+        self._apply(submitted, out)
+        self._apply_raw(self._venue.submit(order, self._books.get(order.symbol), at), out)
         return out
 
     def _send_cancel(self, order: Order, cmd_ts_init: int | None) -> list[OrderEvent]:
         now = self._clock.now_ns()
-        out = self._apply(
-            OrderPendingCancel(
-                ts_event=now,
-                ts_init=now,
-                client_order_id=order.client_order_id,
-                symbol=order.symbol,
-            )
+        out: list[OrderEvent] = []
+        pending = OrderPendingCancel(
+            ts_event=now, ts_init=now, client_order_id=order.client_order_id, symbol=order.symbol
         )
-        if isinstance(out[0], OrderError):
+        if not self._apply(pending, out):
             return out
         at = now if cmd_ts_init is None else self._arrival(cmd_ts_init)
-        out.extend(self._apply_raw(self._venue.cancel(order, at)))
+        self._apply_raw(self._venue.cancel(order, at), out)
         return out
 
     def _send_modify(
@@ -414,20 +408,16 @@ class ExecutionEngine:
         cmd_ts_init: int | None,
     ) -> list[OrderEvent]:
         now = self._clock.now_ns()
-        out = self._apply(
-            OrderPendingUpdate(
-                ts_event=now,
-                ts_init=now,
-                client_order_id=order.client_order_id,
-                symbol=order.symbol,
-            )
+        out: list[OrderEvent] = []
+        pending = OrderPendingUpdate(
+            ts_event=now, ts_init=now, client_order_id=order.client_order_id, symbol=order.symbol
         )
-        if isinstance(out[0], OrderError):
+        if not self._apply(pending, out):
             return out
         at = now if cmd_ts_init is None else self._arrival(cmd_ts_init)
         book = self._books.get(order.symbol)
         events = self._venue.modify(order, qty_lots, price_ticks, trigger_price_ticks, book, at)
-        out.extend(self._apply_raw(events))
+        self._apply_raw(events, out)
         return out
 
     def _arrival(self, cmd_ts_init: int) -> int:
@@ -540,57 +530,67 @@ class ExecutionEngine:
 
     # --- events -------------------------------------------------------------------------------
     def _apply_all(self, events: Sequence[OrderEvent]) -> list[OrderEvent]:
-        out = self._apply_raw(events)
-        out.extend(self._settle())
-        return out
-
-    def _apply_raw(self, events: Sequence[OrderEvent]) -> list[OrderEvent]:
         out: list[OrderEvent] = []
-        for ev in events:
-            out.extend(self._apply(ev))
+        self._apply_raw(events, out)
+        if self._dirty:
+            out.extend(self._settle())
         return out
 
-    def _apply(self, ev: OrderEvent) -> list[OrderEvent]:
-        """Apply one event to its order; return it (plus an overfill error) or an error."""
+    def _apply_raw(self, events: Sequence[OrderEvent], out: list[OrderEvent]) -> None:
+        for ev in events:
+            self._apply(ev, out)
+
+    def _apply(self, ev: OrderEvent, out: list[OrderEvent]) -> bool:
+        """Apply one event to its order and append it (plus an overfill error) to ``out``;
+        append an error instead, and return False, when it cannot apply."""
         order = self._orders.get(ev.client_order_id)
         if order is None:
-            return [
+            out.append(
                 self._error(
                     ev.client_order_id,
                     ev.symbol,
                     ERR_UNKNOWN_ORDER,
                     f"{type(ev).__name__} for an unknown order",
                 )
-            ]
+            )
+            return False
         overfill_before = order.overfill_lots
         try:
             order.apply(ev)
         except DuplicateTradeId as exc:
-            return [self._error(ev.client_order_id, ev.symbol, ERR_DUPLICATE_TRADE_ID, str(exc))]
+            error = self._error(ev.client_order_id, ev.symbol, ERR_DUPLICATE_TRADE_ID, str(exc))
         except IllegalTransition as exc:
-            return [self._error(ev.client_order_id, ev.symbol, ERR_ILLEGAL_TRANSITION, str(exc))]
+            error = self._error(ev.client_order_id, ev.symbol, ERR_ILLEGAL_TRANSITION, str(exc))
         except ValidationError as exc:
-            return [self._error(ev.client_order_id, ev.symbol, ERR_INVALID_EVENT, str(exc))]
-        out: list[OrderEvent] = [ev]
-        fill = isinstance(ev, OrderFilled)
-        entry = self._bracket_of.get(ev.client_order_id)
-        if entry is not None and (fill or order.is_closed) and entry not in self._dirty:
-            self._dirty.append(entry)
-        if isinstance(ev, OrderFilled):
-            inst = self._instruments.get(ev.symbol)
-            if inst is not None:
-                self._portfolio.apply_fill(ev, inst)
-            if order.overfill_lots > overfill_before:
-                out.append(
-                    self._error(
-                        ev.client_order_id,
-                        ev.symbol,
-                        ERR_OVERFILL,
-                        f"fill {ev.trade_id} of {ev.last_qty_lots} lots exceeds qty "
-                        f"{order.qty_lots} by {order.overfill_lots - overfill_before}",
-                    )
+            error = self._error(ev.client_order_id, ev.symbol, ERR_INVALID_EVENT, str(exc))
+        else:
+            out.append(ev)
+            fill = isinstance(ev, OrderFilled)
+            entry = self._bracket_of.get(ev.client_order_id)
+            if entry is not None and (fill or order.is_closed) and entry not in self._dirty:
+                self._dirty.append(entry)
+            if fill:
+                self._on_fill(ev, order, overfill_before, out)
+            return True
+        out.append(error)
+        return False
+
+    def _on_fill(
+        self, ev: OrderFilled, order: Order, overfill_before: int, out: list[OrderEvent]
+    ) -> None:
+        inst = self._instruments.get(ev.symbol)
+        if inst is not None:
+            self._portfolio.apply_fill(ev, inst)
+        if order.overfill_lots > overfill_before:
+            out.append(
+                self._error(
+                    ev.client_order_id,
+                    ev.symbol,
+                    ERR_OVERFILL,
+                    f"fill {ev.trade_id} of {ev.last_qty_lots} lots exceeds qty "
+                    f"{order.qty_lots} by {order.overfill_lots - overfill_before}",
                 )
-        return out
+            )
 
     def _duplicate(self, client_order_id: str, symbol: str) -> OrderError:
         return self._error(

@@ -189,7 +189,6 @@ def transition(
     Raises:
         IllegalTransition: The table has no entry for ``(status, event_type)``.
     """
-    status = _member(OrderStatus, status)
     return _resolve(status, event_type, qty_lots, filled_lots, last_qty_lots, client_order_id)
 
 
@@ -200,7 +199,7 @@ def next_status(order: Order, event: OrderEvent) -> OrderStatus:
         IllegalTransition: The table has no entry for ``(order.status, type(event))``.
     """
     return _resolve(
-        _member(OrderStatus, order.status),
+        order.status,
         type(event).__name__,
         order.qty_lots,
         order.filled_lots,
@@ -210,14 +209,16 @@ def next_status(order: Order, event: OrderEvent) -> OrderStatus:
 
 
 def _resolve(
-    status: OrderStatus,
+    status: OrderStatus | str,
     event_type: str,
     qty_lots: int,
     filled_lots: int,
     last_qty_lots: int,
     client_order_id: str,
 ) -> OrderStatus:
-    """:func:`transition` for a ``status`` that is a member already (positional: hot path)."""
+    """:func:`transition` with positional arguments (the hot path of :meth:`Order.apply`)."""
+    if type(status) is not OrderStatus:  # a member needs no lookup by value
+        status = OrderStatus(status)
     target = TRANSITIONS[status].get(event_type)
     if target is None:
         raise IllegalTransition(client_order_id, status.value, event_type)
@@ -364,8 +365,8 @@ class Order:
                 "client_order_id", repr(self.client_order_id), event.client_order_id
             )
         fill = isinstance(event, OrderFilled)
-        target = _resolve(
-            _member(OrderStatus, self.status),
+        target = _resolve(  # next_status(self, event), without a second isinstance
+            self.status,
             type(event).__name__,
             self.qty_lots,
             self.filled_lots,

@@ -25,7 +25,10 @@ Paper matching rules:
 * Queue models: when the displayed size at the order's price shrinks by more than that
   view's trades there, ``"conservative"`` assumes the cancels were behind us (only the cap
   above moves us forward); ``"probabilistic"`` assumes a share of them was ahead of us (see
-  :func:`prob_queue_ahead`).
+  :func:`prob_queue_ahead`). On market-by-order data (views with ``queues``) neither model
+  is needed: an order remembers the largest queue priority at its level when it joined, and
+  in every later view exactly the orders with a priority up to it are ahead of it (exact
+  queue position; an order that lost its place since has a larger priority).
 * Amends: a price change or a size increase sends a resting order to the back of the queue
   (a new price may also fill at once, as taker); a size decrease keeps its place.
 * One-cancels-other: orders linked by ``oco_order_id`` (bracket exits) are canceled by the
@@ -55,7 +58,7 @@ from actors.core.messages import (
     OrderType,
     TimeInForce,
 )
-from actors.core.views import BookView
+from actors.core.views import BookView, TradePrint
 from actors.execution.orders import Order, OrderModifyRejected, OrderTriggered, OrderUpdated
 
 ViewKey = tuple[int, int, int]
@@ -137,6 +140,35 @@ def stop_triggered(side: OrderSide, trigger_ticks: int, ref: float | None) -> bo
     return ref >= trigger_ticks if side is OrderSide.BUY else ref <= trigger_ticks
 
 
+def _shown(book: BookView, side: OrderSide, price: int) -> bool:
+    """True when ``price`` is at or inside the deepest level ``book`` shows on ``side``."""
+    prices = book.bid_ticks if side is OrderSide.BUY else book.ask_ticks
+    if not prices:
+        return True  # an empty side: any level would be the only one
+    return price >= prices[-1] if side is OrderSide.BUY else price <= prices[-1]
+
+
+def _join_prio(book: BookView | None, side: OrderSide, price: int) -> int | None:
+    """The largest queue priority at ``price`` in a market-by-order ``book`` (-1 for a level
+    with nobody in it), or ``None`` without queue data for that level (L2 data, or a price
+    beyond the levels shown)."""
+    if book is None or book.queues is None or not _shown(book, side, price):
+        return None
+    queue = book.queues.get((0 if side is OrderSide.BUY else 1, price), ())
+    return max((p for p, _ in queue), default=-1)
+
+
+def _exact_ahead(book: BookView, r: RestingOrder, lot_size: float) -> float | None:
+    """Lots ahead of ``r`` in ``book``'s queue at its price: the orders with a priority up to
+    ``r.join_prio`` (an order that lost its place since has a larger one). ``None`` when the
+    view carries no queue for that level."""
+    if r.join_prio is None or book.queues is None or not _shown(book, r.side, r.price_ticks):
+        return None
+    queue = book.queues.get((0 if r.side is OrderSide.BUY else 1, r.price_ticks), ())
+    ahead = sum(size for prio, size in queue if prio <= r.join_prio)
+    return float(math.floor(ahead / lot_size + 1e-9))
+
+
 def prob_queue_ahead(front: float, back: float, decrease: float, power: float) -> float:
     """Return the queue ahead of an order after ``decrease`` lots left its level (no trade).
 
@@ -206,6 +238,9 @@ class RestingOrder:
     queue_ahead_lots: float
     last_view: ViewKey
     level_lots: int = 0
+    # market-by-order data: the largest queue priority at its level when it joined; every
+    # order with a priority up to it is ahead of it (exact queue position). None on L2 data.
+    join_prio: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict."""
@@ -218,6 +253,7 @@ class RestingOrder:
             "queue_ahead_lots": float(self.queue_ahead_lots),
             "last_view": list(self.last_view),
             "level_lots": self.level_lots,
+            "join_prio": self.join_prio,
         }
 
     @classmethod
@@ -233,6 +269,7 @@ class RestingOrder:
             queue_ahead_lots=float(d["queue_ahead_lots"]),
             last_view=(int(k[0]), int(k[1]), int(k[2])),
             level_lots=int(d.get("level_lots", 0)),
+            join_prio=None if d.get("join_prio") is None else int(d["join_prio"]),
         )
 
 
@@ -313,6 +350,29 @@ def _first_lots(levels: tuple[tuple[int, int], ...]) -> dict[int, int]:
     for px, lots in levels:
         out.setdefault(px, lots)
     return out
+
+
+def _takeable(
+    lv: _Levels, consumed: dict[tuple[str, int], int], side: OrderSide, limit: int | None
+) -> list[tuple[int, int]]:
+    """Opposite levels a ``side`` order may take, best first, net of ``consumed``."""
+    buy = side is OrderSide.BUY
+    levels, book_side = (lv.asks, "A") if buy else (lv.bids, "B")
+    out: list[tuple[int, int]] = []
+    for px, lots in levels:
+        if limit is not None and (px > limit if buy else px < limit):
+            break
+        if consumed:
+            lots -= consumed.get((book_side, px), 0)
+        if lots > 0:
+            out.append((px, lots))
+    return out
+
+
+def _canceled(coid: str, symbol: str, reason: str, now_ns: int) -> OrderCanceled:
+    return OrderCanceled(
+        ts_event=now_ns, ts_init=now_ns, client_order_id=coid, symbol=symbol, reason=reason
+    )
 
 
 class PaperVenue:
@@ -433,15 +493,8 @@ class PaperVenue:
         on a paper venue nothing else can still fill it.
         """
         held = self._drop(order.client_order_id)
-        return [
-            OrderCanceled(
-                ts_event=now_ns,
-                ts_init=now_ns,
-                client_order_id=order.client_order_id,
-                symbol=order.symbol,
-                reason=CANCEL_REQUESTED if held else CANCEL_NOT_AT_VENUE,
-            )
-        ]
+        reason = CANCEL_REQUESTED if held else CANCEL_NOT_AT_VENUE
+        return [_canceled(order.client_order_id, order.symbol, reason, now_ns)]
 
     def expire(self, order: Order, now_ns: int) -> list[OrderEvent]:
         """Withdraw ``order`` and report it expired."""
@@ -528,6 +581,7 @@ class PaperVenue:
             return events
         if leaves > rest.leaves_lots:
             rest.queue_ahead_lots = float(rest.level_lots)  # back of the queue
+            rest.join_prio = _join_prio(book, rest.side, rest.price_ticks)
         rest.leaves_lots = leaves
         return events
 
@@ -543,58 +597,50 @@ class PaperVenue:
         lv = self._levels(book, inst)
         key = lv.key
         events: list[OrderEvent] = []
-        fresh = [r for r in mine if r.last_view != key]
-        # a trade only reaches resting orders on the other side of its aggressor
-        fresh_of = {
-            side: [r for r in fresh if r.side is side] for side in (OrderSide.BUY, OrderSide.SELL)
-        }
         traded: dict[str, int] = {}
-        for trade in book.trades:
-            size = avail = _size_lots(trade.size, lv.lot_size)
-            buyer = _is_buy_aggressor(trade.aggressor)
-            px = trade.price_ticks
-            for r in fresh_of[OrderSide.SELL if buyer else OrderSide.BUY]:
-                if r.leaves_lots == 0:
-                    continue
-                if px < r.price_ticks if r.side is OrderSide.BUY else px > r.price_ticks:
-                    fill = min(r.leaves_lots, avail)  # a print fills no more than its size
-                    avail -= fill
-                elif px == r.price_ticks:
-                    traded[r.client_order_id] = traded.get(r.client_order_id, 0) + size
-                    eaten = min(r.queue_ahead_lots, avail)
-                    r.queue_ahead_lots -= eaten
-                    fill = min(r.leaves_lots, math.floor(avail - eaten + 1e-9))
-                    avail -= fill
-                else:
-                    continue
-                if fill > 0:
-                    events.extend(self._maker_fill(r, fill, inst, now_ns))
-        for r in fresh:
-            if r.leaves_lots > 0:
-                level_lots = lv.bid_lots if r.side is OrderSide.BUY else lv.ask_lots
-                self._requeue(r, traded.get(r.client_order_id, 0), level_lots.get(r.price_ticks, 0))
-            r.last_view = key
+        if book.trades:
+            # a trade only reaches the orders on the other side of its aggressor
+            fresh_of: dict[OrderSide, list[RestingOrder]] = {OrderSide.BUY: [], OrderSide.SELL: []}
+            for r in mine:
+                if r.last_view != key:
+                    fresh_of[r.side].append(r)
+            for trade in book.trades:
+                events.extend(self._trade_fills(trade, fresh_of, traded, lv, inst, now_ns))
+        # One pass, in arrival order, for what each order does alone: move it in its queue
+        # (the view's trades are all counted by now), then fill it against a crossing touch.
         consumed = self._consumption(symbol, key)
+        best_ask = lv.asks[0][0] if lv.asks else None
+        best_bid = lv.bids[0][0] if lv.bids else None
+        buy_side = OrderSide.BUY
         for r in mine:
-            if r.leaves_lots == 0:
-                continue
-            buy = r.side is OrderSide.BUY
-            opposite = lv.asks if buy else lv.bids
-            if not opposite or (
-                opposite[0][0] > r.price_ticks if buy else opposite[0][0] < r.price_ticks
-            ):
-                continue  # the opposite touch does not reach its price: nothing crosses
-            book_side = "A" if buy else "B"
-            crossed = 0
-            for px, lots in self._opposite(book, inst, r.side, r.price_ticks):
-                take = min(r.leaves_lots - crossed, lots)
-                if take == 0:
-                    break
-                consumed[(book_side, px)] = consumed.get((book_side, px), 0) + take
-                crossed += take
-            if crossed:
-                events.extend(self._maker_fill(r, crossed, inst, now_ns))
-        for r in mine:
+            buy = r.side is buy_side
+            if r.last_view != key:
+                if r.leaves_lots > 0:  # move it in its queue
+                    level = (lv.bid_lots if buy else lv.ask_lots).get(r.price_ticks, 0)
+                    exact = _exact_ahead(book, r, lv.lot_size)
+                    if exact is not None:  # market-by-order: the orders ahead are known
+                        r.queue_ahead_lots = exact
+                    elif self._probabilistic:
+                        self._cancels_ahead(r, traded.get(r.client_order_id, 0), level)
+                    if r.queue_ahead_lots > level:  # never more ahead than is displayed
+                        r.queue_ahead_lots = float(level)
+                    r.level_lots = level
+                r.last_view = key
+            if r.leaves_lots > 0 and (
+                (best_ask is not None and best_ask <= r.price_ticks)
+                if buy
+                else (best_bid is not None and best_bid >= r.price_ticks)
+            ):  # the opposite touch reaches its price
+                book_side = "A" if buy else "B"
+                crossed = 0
+                for px, lots in _takeable(lv, consumed, r.side, r.price_ticks):
+                    take = min(r.leaves_lots - crossed, lots)
+                    if take == 0:
+                        break
+                    consumed[(book_side, px)] = consumed.get((book_side, px), 0) + take
+                    crossed += take
+                if crossed:
+                    events.extend(self._maker_fill(r, crossed, inst, now_ns))
             if r.leaves_lots == 0 and self._resting.get(r.client_order_id) is r:
                 self._drop(r.client_order_id)
         for s in stops:
@@ -714,15 +760,14 @@ class PaperVenue:
         now_ns: int,
     ) -> list[OrderEvent]:
         """Take what ``book`` offers a live order now (taker); cancel or rest the rest."""
-        base = {"ts_event": now_ns, "ts_init": now_ns, "client_order_id": coid, "symbol": symbol}
-        levels = self._opposite(book, inst, side, limit)
-        if tif is TimeInForce.FOK and sum(lots for _, lots in levels) < qty:
-            self._drop(coid)
-            return [OrderCanceled(reason=CANCEL_FOK, **base)]
-        events: list[OrderEvent] = []
-        book_side = "A" if side is OrderSide.BUY else "B"
         lv = self._levels(book, inst)
         consumed = self._consumption(symbol, lv.key)
+        levels = _takeable(lv, consumed, side, limit)
+        if tif is TimeInForce.FOK and sum(lots for _, lots in levels) < qty:
+            self._drop(coid)
+            return [_canceled(coid, symbol, CANCEL_FOK, now_ns)]
+        events: list[OrderEvent] = []
+        book_side = "A" if side is OrderSide.BUY else "B"
         leaves = qty
         for px, lots in levels:
             if leaves == 0:
@@ -739,10 +784,10 @@ class PaperVenue:
             self._drop(coid)
         elif limit is None:
             self._drop(coid)
-            events.append(OrderCanceled(reason=CANCEL_NO_LIQUIDITY, **base))
+            events.append(_canceled(coid, symbol, CANCEL_NO_LIQUIDITY, now_ns))
         elif tif is not TimeInForce.GTC:
             self._drop(coid)
-            events.append(OrderCanceled(reason=CANCEL_IOC, **base))
+            events.append(_canceled(coid, symbol, CANCEL_IOC, now_ns))
         else:
             level = (lv.bid_lots if side is OrderSide.BUY else lv.ask_lots).get(limit, 0)
             self._add_resting(
@@ -755,6 +800,7 @@ class PaperVenue:
                     queue_ahead_lots=float(level),
                     last_view=lv.key,
                     level_lots=level,
+                    join_prio=_join_prio(book, side, limit),
                 )
             )
         return events
@@ -789,27 +835,53 @@ class PaperVenue:
         if isinstance(rec, RestingOrder):
             rec.leaves_lots = 0  # stops any pass over it already under way
         self._drop(other)
-        return [
-            OrderCanceled(
-                ts_event=now_ns,
-                ts_init=now_ns,
-                client_order_id=other,
-                symbol=symbol,
-                reason=CANCEL_OCO,
-            )
-        ]
+        return [_canceled(other, symbol, CANCEL_OCO, now_ns)]
 
-    def _requeue(self, r: RestingOrder, traded: int, level: int) -> None:
-        """Move ``r`` forward for the size that left its level in a new view (queue model);
-        ``level`` is the lots the view displays at its price."""
-        if self._probabilistic:
-            expected = max(0, r.level_lots - traded)
-            front = r.queue_ahead_lots
-            r.queue_ahead_lots = prob_queue_ahead(
-                front, max(0.0, expected - front), expected - level, self._power
-            )
-        r.queue_ahead_lots = min(r.queue_ahead_lots, float(level))
-        r.level_lots = level
+    def _trade_fills(
+        self,
+        trade: TradePrint,
+        fresh_of: dict[OrderSide, list[RestingOrder]],
+        traded: dict[str, int],
+        lv: _Levels,
+        inst: Instrument,
+        now_ns: int,
+    ) -> list[OrderEvent]:
+        """Fill the resting orders one market trade went through or traded at (maker).
+
+        ``fresh_of`` holds the orders that had not seen this view, by side, in arrival order;
+        ``traded`` collects the size each order saw trade at its price.
+        """
+        events: list[OrderEvent] = []
+        size = avail = _size_lots(trade.size, lv.lot_size)
+        buyer = _is_buy_aggressor(trade.aggressor)
+        px = trade.price_ticks
+        for r in fresh_of[OrderSide.SELL if buyer else OrderSide.BUY]:
+            if r.leaves_lots == 0:
+                continue
+            if px < r.price_ticks if r.side is OrderSide.BUY else px > r.price_ticks:
+                fill = min(r.leaves_lots, avail)  # a print fills no more than its size
+                avail -= fill
+            elif px == r.price_ticks:
+                traded[r.client_order_id] = traded.get(r.client_order_id, 0) + size
+                eaten = min(r.queue_ahead_lots, avail)
+                r.queue_ahead_lots -= eaten
+                fill = min(r.leaves_lots, math.floor(avail - eaten + 1e-9))
+                avail -= fill
+            else:
+                continue
+            if fill > 0:
+                events.extend(self._maker_fill(r, fill, inst, now_ns))
+        return events
+
+    def _cancels_ahead(self, r: RestingOrder, traded: int, level: int) -> None:
+        """Move ``r`` forward for the share of its level's cancels assumed ahead of it (the
+        probabilistic queue model): the level displays ``level`` lots in the new view, and
+        ``traded`` lots traded at its price since the last one."""
+        expected = max(0, r.level_lots - traded)
+        front = r.queue_ahead_lots
+        r.queue_ahead_lots = prob_queue_ahead(
+            front, max(0.0, expected - front), expected - level, self._power
+        )
 
     def _add_resting(self, r: RestingOrder) -> None:
         if r.client_order_id in self._resting:  # replaced in place: keep its arrival place
@@ -875,18 +947,7 @@ class PaperVenue:
     ) -> list[tuple[int, int]]:
         """Opposite levels a ``side`` order may take, best first, net of our consumption."""
         lv = self._levels(book, inst)
-        buy = side is OrderSide.BUY
-        levels, book_side = (lv.asks, "A") if buy else (lv.bids, "B")
-        consumed = self._consumption(book.symbol, lv.key)
-        out: list[tuple[int, int]] = []
-        for px, lots in levels:
-            if limit is not None and (px > limit if buy else px < limit):
-                break
-            if consumed:
-                lots -= consumed.get((book_side, px), 0)
-            if lots > 0:
-                out.append((px, lots))
-        return out
+        return _takeable(lv, self._consumption(book.symbol, lv.key), side, limit)
 
     def _fill(
         self,
@@ -912,10 +973,11 @@ class PaperVenue:
             last_qty_lots=lots,
             last_px_ticks=px,
             liquidity=liquidity,
-            fee=self._notional(symbol, px, lots) * bps / 10_000.0,
+            fee=self._notional(inst, px, lots) * bps / 10_000.0,
         )
 
-    def _notional(self, symbol: str, px: int, lots: int) -> float:
-        """``Instrument.notional`` (the same float arithmetic) with the sizes converted once."""
-        tick_size, lot_size = self._float_sizes[symbol]
+    def _notional(self, inst: Instrument, px: int, lots: int) -> float:
+        """``inst.notional(px, lots)``: the same float arithmetic, with the Decimal tick and lot
+        sizes converted to float once per instrument instead of on every fill."""
+        tick_size, lot_size = self._float_sizes[inst.symbol]
         return (float(px) * tick_size) * (float(lots) * lot_size)
