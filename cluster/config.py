@@ -643,6 +643,11 @@ class ExecutionConfig(Strict):
         "of order_latency_us.",
     )
     latency_seed: int = Field(0, ge=0, description="Seed of the latency draws.")
+    closed_orders_kept: int = Field(
+        10_000, ge=0, description="Closed orders the execution engine keeps (late events for "
+        "them are still judged, their client order ids still refused as duplicates); older "
+        "ones are forgotten, so memory and checkpoints stay bounded.",
+    )
     queue_model: Literal["conservative", "probabilistic"] = Field(
         "conservative",
         description="Paper venue queue position: conservative = cancels at our price are "

@@ -22,6 +22,7 @@ venue-side contingent orders).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -155,7 +156,9 @@ class ExecutionEngine:
                 queue_prob_power=config.queue_prob_power,
             )
         )
-        self._orders: dict[str, Order] = {}
+        self._orders: dict[str, Order] = {}  # open orders and the last closed ones
+        self._closed: deque[str] = deque()  # closed order ids, oldest first
+        self._keep_closed = int(config.closed_orders_kept)
         self._portfolio = Portfolio()
         self._brackets: dict[str, Bracket] = {}  # by entry id
         self._bracket_of: dict[str, str] = {}  # entry and exit ids -> entry id
@@ -234,6 +237,7 @@ class ExecutionEngine:
         it has one) the venue."""
         snap: dict[str, Any] = {
             "orders": [o.to_dict() for o in self._orders.values()],
+            "closed": list(self._closed),
             "brackets": [b.to_dict() for b in self._brackets.values()],
             "latency_draws": self._latency.draws,
             "portfolio": self._portfolio.snapshot(),
@@ -247,6 +251,7 @@ class ExecutionEngine:
         """Replace this engine's state by :meth:`snapshot` output (config and clock stay)."""
         self._orders = {}
         self._expiring = {}
+        self._closed = deque(snapshot.get("closed", []))
         for d in snapshot.get("orders", []):
             o = Order.from_dict(d)
             self._orders[o.client_order_id] = o
@@ -555,6 +560,7 @@ class ExecutionEngine:
             )
             return False
         overfill_before = order.overfill_lots
+        was_closed = order.is_closed
         try:
             order.apply(ev)
         except DuplicateTradeId as exc:
@@ -571,9 +577,23 @@ class ExecutionEngine:
                 self._dirty.append(entry)
             if fill:
                 self._on_fill(ev, order, overfill_before, out)
+            if not was_closed and order.is_closed:
+                self._retire(ev.client_order_id)
             return True
         out.append(error)
         return False
+
+    def _retire(self, client_order_id: str) -> None:
+        """Keep a closed order for ``closed_orders_kept`` more closures (late events for it
+        are still judged by the transition table, its id still refused), then forget it:
+        memory and checkpoints stay bounded however long the session runs. Orders of a
+        bracket are kept while the bracket is."""
+        self._closed.append(client_order_id)
+        while len(self._closed) > self._keep_closed:
+            old = self._closed.popleft()
+            o = self._orders.get(old)
+            if o is not None and o.is_closed and old not in self._bracket_of:
+                del self._orders[old]
 
     def _on_fill(
         self, ev: OrderFilled, order: Order, overfill_before: int, out: list[OrderEvent]

@@ -622,3 +622,22 @@ def test_a_trade_through_fills_resting_orders_no_more_than_its_size() -> None:
     v1 = lots_book(bids=[(998, 1)], asks=[(1002, 5)], seq=2, trades=[trade(999, 1, "SELL")])
     fills = of(eng.execute([], books(v1)), OrderFilled)
     assert [(f.client_order_id, f.last_qty_lots) for f in fills] == [("a", 1)]
+
+
+def test_closed_orders_are_kept_for_a_window_then_forgotten() -> None:
+    clock = SimClock(T0)
+    cfg = ExecutionConfig(order_latency_us=0.0, closed_orders_kept=2)
+    eng = ExecutionEngine(cfg, instruments(), clock)
+    view = lots_book(bids=[(999, 50)], asks=[(1001, 50)])
+    for k in range(5):  # five IOC buys: each fills and closes
+        eng.execute([submit(f"o{k}", BUY, qty=1, price=1001, tif=TimeInForce.IOC)], books(view))
+    assert [o.client_order_id for o in eng.orders()] == ["o3", "o4"]
+    assert len(json.loads(json.dumps(eng.snapshot()))["orders"]) == 2  # bounded checkpoint
+    again = eng.execute([submit("o4", BUY, qty=1, price=1001)], books(view))
+    assert [e.reason for e in of(again, OrderError)] == ["DUPLICATE_CLIENT_ORDER_ID"]
+    late = eng.execute([cancel("o0")], books(view))  # forgotten: an unknown order now
+    assert [e.reason for e in of(late, OrderError)] == ["UNKNOWN_ORDER"]
+    assert eng.positions()[SYMBOL].qty_lots == 5  # the portfolio keeps every fill
+    restored, _ = make_engine()
+    restored.restore(eng.snapshot())
+    assert [o.client_order_id for o in restored.orders()] == ["o3", "o4"]
