@@ -82,7 +82,6 @@ from actors.risk.killswitch import (  # noqa: F401 - re-exported: the engine's p
 from actors.risk.limits import (
     Bucket,
     DenyReason,
-    PriceSet,
     SymbolRisk,
     TradingState,
     Working,
@@ -96,6 +95,7 @@ from actors.risk.monitor import (
     normal_var_es_factors,
     risk_report,
 )
+from actors.risk.persistence import RiskPersistence
 
 if TYPE_CHECKING:
     from cluster.config import RiskConfig
@@ -116,7 +116,7 @@ _EXEC_NEVER_OPENED = frozenset(
 )
 
 
-class RiskEngine:
+class RiskEngine(RiskPersistence):
     """Pre-trade checks, portfolio limits, and the kill switches.
 
     Args:
@@ -925,69 +925,3 @@ class RiskEngine:
             "counters": dict(self.counters),
         })
         return rep
-
-    # --- persistence --------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        """Return a JSON-safe image of the state, positions, working orders, buckets, marks,
-        kill-switch baselines, counters and the return history."""
-
-        def bucket(b: Bucket) -> dict[str, Any]:
-            return {"tokens": b.tokens, "last_ns": b.last_ns}
-
-        return {
-            **self._kill.snapshot(),
-            "portfolio": self._portfolio.snapshot(),
-            "working": {
-                k: {"symbol": w.sym.symbol, "sign": w.sign, "leaves_lots": w.leaves_lots,
-                    "price": w.price, "rests": w.rests, "filled_lots": w.filled_lots,
-                    "otype": w.otype, "trigger": w.trigger}
-                for k, w in self._working.items()
-            },
-            "buckets": {s.symbol: bucket(s.bucket) for s in self._order},
-            "global_bucket": bucket(self._global),
-            "message_bucket": bucket(self._messages),
-            "marks": {s.symbol: s.mark for s in self._order if s.mark is not None},
-            "counters": dict(self.counters),
-            "history": self._history.snapshot(),
-            "last_report_ns": self._last_report_ns,
-        }
-
-    def restore(self, snapshot: Mapping[str, Any]) -> None:
-        """Replace this engine's state by :meth:`snapshot` output (config and clock stay)."""
-
-        def bucket(b: Bucket, d: Mapping[str, Any] | None) -> None:
-            if d:
-                b.tokens = float(d["tokens"])
-                b.last_ns = None if d["last_ns"] is None else int(d["last_ns"])
-
-        self._kill.restore(snapshot)
-        self._portfolio = Portfolio.restore(snapshot.get("portfolio", {}))
-        self._working = {}
-        for s in self._order:
-            s.pos = self._portfolio.qty_lots(s.symbol)
-            s.buy_lots = s.sell_lots = 0
-            s.buys, s.sells = {}, {}
-            s.buy_px, s.sell_px = PriceSet(1), PriceSet(-1)
-            s.mark = None
-            bucket(s.bucket, snapshot.get("buckets", {}).get(s.symbol))
-        for k, w in snapshot.get("working", {}).items():
-            s = self._syms[w["symbol"]]
-            price = None if w["price"] is None else int(w["price"])
-            trig = w.get("trigger")
-            self._add_working(k, s, int(w["sign"]), int(w["leaves_lots"]), price, None,
-                              bool(w.get("rests", True)), str(w.get("otype", "LIMIT")),
-                              None if trig is None else int(trig))
-            self._working[k].filled_lots = int(w.get("filled_lots", 0))
-        bucket(self._global, snapshot.get("global_bucket"))
-        bucket(self._messages, snapshot.get("message_bucket"))
-        for sym, m in snapshot.get("marks", {}).items():
-            self._syms[sym].mark = float(m)
-        self.counters.update({k: int(v) for k, v in snapshot.get("counters", {}).items()})
-        if "history" in snapshot:
-            self._history = ReturnHistory.restore(snapshot["history"])
-        last = snapshot.get("last_report_ns")
-        self._last_report_ns = None if last is None else int(last)
-        self._equity = self._cfg.capital + self._portfolio.total_pnl()
-        if self._var_on:
-            self._refit()
-        self._recompute_all()
