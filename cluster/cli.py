@@ -416,6 +416,50 @@ def risk_rearm(
         raise typer.Exit(2) from None
 
 
+@app.command()
+def backtest(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    events: Annotated[int | None, typer.Option(help="Stop after N market events.")] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Simulated seconds to run.")
+    ] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Where runs go (default: run.runs_dir).")
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Default: backtest-<config hash>-<n>.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json.")] = False,
+) -> None:
+    """One replay, then runs/<id>/report.html and metrics.json (``python -m jobs.backtest``)."""
+    from jobs.backtest import main as backtest_main
+
+    argv = ["--config", str(config)]
+    for flag, value in (("--events", events), ("--duration", duration),
+                        ("--storage", storage), ("--run-id", run_id)):
+        if value is not None:
+            argv += [flag, str(value)]
+    raise typer.Exit(backtest_main(argv + (["--json"] if as_json else [])))
+
+
+@report_app.command("backtest")
+def report_backtest(
+    run_id: Annotated[str, typer.Argument(help="Run id (a folder under run.runs_dir).")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+) -> None:
+    """Re-render report.html and metrics.json of a finished run (no Ray needed)."""
+    from jobs.backtest import report_run
+
+    cfg = _load(config)
+    run_dir = Path(cfg.run.runs_dir) / run_id
+    if not (run_dir / "journal.log").exists():
+        err.print(f"[bold red]error:[/] run_id must name a run with journal.log under "
+                  f"{cfg.run.runs_dir}, was {run_id!r}")
+        raise typer.Exit(2)
+    report_run(run_dir)
+    print(run_dir / "report.html")
+
+
 @report_app.command("executions")
 def report_executions(
     run_id: Annotated[str, typer.Argument(help="Run id (a folder under run.runs_dir).")],
