@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -35,9 +34,10 @@ from typing import Any
 
 from actors.journal.journal import read_journal
 from cluster.config import ConfigError, RaydeskConfig, load_config, parse_config
+from jobs import run_ids
 from jobs.report_html import build_report
+from jobs.run_ids import RUN_ID
 
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PROGRESS_EVERY_S = 2.0
 
 
@@ -75,23 +75,12 @@ def backtest_config(
 
 def next_run_id(cfg: RaydeskConfig, storage: str | Path) -> str:
     """Return ``backtest-<config hash>-<n>`` with ``n`` one above the highest under ``storage``."""
-    prefix = f"backtest-{cfg.hash()}-"
-    root = Path(storage)
-    taken = [p.name[len(prefix) :] for p in root.glob(f"{prefix}*")] if root.is_dir() else []
-    return f"{prefix}{1 + max((int(n) for n in taken if n.isdigit()), default=0)}"
+    return run_ids.next_run_id(f"backtest-{cfg.hash()}-", storage)
 
 
 def reserve_run_dir(cfg: RaydeskConfig, storage: str | Path) -> str:
     """Create the folder of the next free backtest run id and return the id (race-free)."""
-    root = Path(storage)
-    root.mkdir(parents=True, exist_ok=True)
-    while True:
-        run_id = next_run_id(cfg, root)
-        try:
-            (root / run_id).mkdir()
-        except FileExistsError:
-            continue
-        return run_id
+    return run_ids.reserve_run_dir(f"backtest-{cfg.hash()}-", storage)
 
 
 class Progress:
