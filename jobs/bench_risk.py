@@ -161,6 +161,31 @@ def _through_actor(cfg: RaydeskConfig, n: int) -> dict[str, Any]:
             ray.shutdown()
 
 
+def _report(cfg: RaydeskConfig, repeats: int = 7) -> dict[str, Any]:
+    """Time of the periodic portfolio-risk report (``RiskEngine.risk_report``): every VaR / ES
+    method at the configured confidences and horizons, stress, heat, correlation; on a full
+    return window and one open position per symbol."""
+    from actors.core.messages import LiquiditySide, OrderFilled
+
+    clock = SimClock(T0)
+    engine = RiskEngine(cfg.risk, cfg.instrument_map(), clock)
+    ts = _warm(engine, clock, cfg, cfg.risk.var.window + 5)
+    for k, (sym, px) in enumerate(cfg.initial_prices_ticks().items()):
+        engine.on_event(OrderFilled(
+            ts_event=ts, ts_init=ts, client_order_id=f"r{k}", symbol=sym, trade_id=f"r{k}",
+            side=OrderSide.BUY if k % 2 else OrderSide.SELL, last_qty_lots=50,
+            last_px_ticks=px, liquidity=LiquiditySide.TAKER,
+        ))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        rep = engine.risk_report()
+        times.append((time.perf_counter() - t0) * 1e3)
+    assert rep["var"]["status"] == "ok", rep["var"]
+    return {"report_ms": round(statistics.median(times), 3),
+            "report_returns": rep["n_returns"], "report_estimates": len(rep["var"]["estimates"])}
+
+
 def _mc_var(assets: int = 100, paths: int = 10_000, repeats: int = 7) -> dict[str, Any]:
     rng = np.random.default_rng(3)
     returns = rng.standard_t(5, size=(500, assets)) * 1e-3
@@ -183,6 +208,7 @@ def bench_risk(cfg: RaydeskConfig, n: int = 200_000, actor_n: int = 100_000) -> 
     out.update(_in_process(bcfg, n))
     out.update(_through_actor(bcfg, actor_n))
     out.update(_mc_var())
+    out.update(_report(bcfg))
     out["symbols"] = len(bcfg.instruments)
     out["goals"] = {"checks_per_s": 200_000, "mc_var_ms": 50}
     out["machine"] = _machine()

@@ -663,32 +663,33 @@ class PaperVenue:
         )
 
     def _add_resting(self, r: RestingOrder) -> None:
-        if r.client_order_id in self._resting:  # replaced in place: keep its arrival place
-            self._resting[r.client_order_id] = r
-            self._reindex()
-            return
-        self._resting[r.client_order_id] = r
-        self._resting_of.setdefault(r.symbol, {})[r.client_order_id] = r
+        self._put(self._resting, self._resting_of, r)
 
     def _remove_resting(self, coid: str) -> RestingOrder | None:
-        r = self._resting.pop(coid, None)
-        if r is not None:
-            del self._resting_of[r.symbol][coid]
-        return r
+        return self._pop(self._resting, self._resting_of, coid)
 
     def _add_stop(self, s: PendingStop) -> None:
-        if s.client_order_id in self._stops:
-            self._stops[s.client_order_id] = s
-            self._reindex()
-            return
-        self._stops[s.client_order_id] = s
-        self._stops_of.setdefault(s.symbol, {})[s.client_order_id] = s
+        self._put(self._stops, self._stops_of, s)
 
     def _remove_stop(self, coid: str) -> PendingStop | None:
-        s = self._stops.pop(coid, None)
-        if s is not None:
-            del self._stops_of[s.symbol][coid]
-        return s
+        return self._pop(self._stops, self._stops_of, coid)
+
+    def _put(self, records: dict[str, Any], by_symbol: dict[str, dict[str, Any]], r: Any) -> None:
+        """Add a record and index it by symbol; one replaced in place keeps its arrival
+        place (the indexes are rebuilt in arrival order)."""
+        if r.client_order_id in records:
+            records[r.client_order_id] = r
+            self._reindex()
+            return
+        records[r.client_order_id] = r
+        by_symbol.setdefault(r.symbol, {})[r.client_order_id] = r
+
+    @staticmethod
+    def _pop(records: dict[str, Any], by_symbol: dict[str, dict[str, Any]], coid: str) -> Any:
+        r = records.pop(coid, None)
+        if r is not None:
+            del by_symbol[r.symbol][coid]
+        return r
 
     def _reindex(self) -> None:
         """Rebuild the by-symbol indexes from the records (in arrival order)."""

@@ -116,6 +116,21 @@ _EXEC_NEVER_OPENED = frozenset(
 )
 
 
+def _whole(x: Any) -> bool:
+    """A whole number of ticks or lots: an int (numpy's too), never a bool or a float."""
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+
+def _denied(
+    client_order_id: str, symbol: str, verdict: tuple[DenyReason, str] | None, now: int
+) -> OrderDenied | None:
+    """The :class:`OrderDenied` of a verdict (``None`` for an approval)."""
+    if verdict is None:
+        return None
+    return OrderDenied(ts_event=now, ts_init=now, client_order_id=client_order_id,
+                       symbol=symbol, reason=verdict[0].value, detail=verdict[1])
+
+
 class RiskEngine(RiskPersistence):
     """Pre-trade checks, portfolio limits, and the kill switches.
 
@@ -233,19 +248,12 @@ class RiskEngine(RiskPersistence):
         """Worst-case gross and net exposure (quote) over every symbol, at the last marks."""
         return {"gross": self._gross, "net": max(self._sum_hi, -self._sum_lo)}
 
-    def position_exposures(self) -> dict[str, float]:
-        """Signed exposure of every held position at its last mark, quote currency."""
-        return {
-            s.symbol: s.pos * s.unit * s.mark
-            for s in self._order if s.mark is not None and s.pos != 0
-        }
-
     def var_es(self) -> tuple[float, float] | None:
         """Pre-trade VaR and ES of the current worst-case exposures (``None`` while warming
         up or with the limits off)."""
         if not self._var_on or self._history.n_returns < self._cfg.var.min_returns:
             return None
-        if self._cfg.var.method == "normal":
+        if self._var_normal:
             return self._dn.current(self._z, self._es_factor)
         return self._hist_var_es(None, 0.0)
 
@@ -265,18 +273,7 @@ class RiskEngine(RiskPersistence):
             ``None`` if approved, else an :class:`OrderDenied` with a :class:`DenyReason`.
         """
         now = self._clock.now_ns()
-        verdict = self._verdict(cmd, book, now)
-        if verdict is not None:
-            reason, detail = verdict
-            return OrderDenied(
-                ts_event=now,
-                ts_init=now,
-                client_order_id=cmd.client_order_id,
-                symbol=cmd.symbol,
-                reason=reason.value,
-                detail=detail,
-            )
-        return None
+        return _denied(cmd.client_order_id, cmd.symbol, self._verdict(cmd, book, now), now)
 
     def check_batch(
         self, cmds: Sequence[SubmitOrder], views: Mapping[str, BookView]
@@ -286,10 +283,7 @@ class RiskEngine(RiskPersistence):
         out: list[OrderDenied | None] = []
         for c in cmds:
             v = verdict(c, get(c.symbol), now)
-            out.append(None if v is None else OrderDenied(
-                ts_event=now, ts_init=now, client_order_id=c.client_order_id, symbol=c.symbol,
-                reason=v[0].value, detail=v[1],
-            ))
+            out.append(None if v is None else _denied(c.client_order_id, c.symbol, v, now))
         return out
 
     def _verdict(  # noqa: C901, PLR0911, PLR0912 - one flat list of checks, in order
@@ -319,7 +313,7 @@ class RiskEngine(RiskPersistence):
         if s is None:
             return DenyReason.INSTRUMENT_UNKNOWN, f"symbol {cmd.symbol!r} not configured"
         qty = cmd.qty_lots
-        if type(qty) is not int and (isinstance(qty, bool) or not isinstance(qty, np.integer)):
+        if type(qty) is not int and not _whole(qty):
             return DenyReason.QTY_PRECISION, (
                 f"qty_lots must be a whole number of lots (lot_size {s.inst.lot_size}), "
                 f"was {qty!r}"
@@ -337,9 +331,7 @@ class RiskEngine(RiskPersistence):
         price = cmd.price_ticks
         if is_stop:
             trig = cmd.trigger_price_ticks
-            if type(trig) is not int and (
-                isinstance(trig, bool) or not isinstance(trig, np.integer)
-            ):
+            if type(trig) is not int and not _whole(trig):
                 return DenyReason.PRICE_PRECISION, (
                     f"trigger_price_ticks must be a whole number of ticks (tick_size "
                     f"{s.inst.tick_size}), was {trig!r}"
@@ -349,9 +341,7 @@ class RiskEngine(RiskPersistence):
                     f"trigger_price_ticks must be > 0, was {trig}"
                 )
         if has_price:
-            if type(price) is not int and (
-                isinstance(price, bool) or not isinstance(price, np.integer)
-            ):
+            if type(price) is not int and not _whole(price):
                 return DenyReason.PRICE_PRECISION, (
                     f"price_ticks must be a whole number of ticks (tick_size "
                     f"{s.inst.tick_size}), was {price!r}"
@@ -520,7 +510,7 @@ class RiskEngine(RiskPersistence):
             else:
                 w.sym.sell_lots -= cut
             self._refresh(w.sym)
-            self.on_message_sent(None)
+            self.on_message_sent()
             return None
         s = self._close_working(cmd.client_order_id)
         assert s is not None
@@ -533,15 +523,13 @@ class RiskEngine(RiskPersistence):
             else cmd.trigger_price_ticks,
         )
         verdict = self._verdict(amended, book, now)
-        if verdict is None:
-            self._working[cmd.client_order_id].filled_lots = w.filled_lots
-            return None
-        self._add_working(cmd.client_order_id, s, w.sign, w.leaves_lots, w.price, None,
-                          w.rests, w.otype, w.trigger)
+        if verdict is not None:  # put the original back, unchanged
+            self._add_working(cmd.client_order_id, s, w.sign, w.leaves_lots, w.price, None,
+                              w.rests, w.otype, w.trigger)
         self._working[cmd.client_order_id].filled_lots = w.filled_lots
-        reason, detail = verdict
-        return OrderDenied(ts_event=now, ts_init=now, client_order_id=cmd.client_order_id,
-                           symbol=s.symbol, reason=reason.value, detail=f"amend: {detail}")
+        if verdict is None:
+            return None
+        return _denied(cmd.client_order_id, s.symbol, (verdict[0], f"amend: {verdict[1]}"), now)
 
     def _self_trade(self, s: SymbolRisk, sign: int, price: int | None) -> str | None:
         """Detail naming our working order this one could trade against, or ``None``."""
@@ -804,7 +792,7 @@ class RiskEngine(RiskPersistence):
         """New return sample: refresh the covariance (normal) or the scenarios (historical)."""
         if self._history.n_returns < 2:
             return
-        if self._cfg.var.method == "normal":
+        if self._var_normal:
             self._dn.set_covariance(self._history.covariance(), self._h_samples)
         else:
             self._hist_r = self._history.returns()

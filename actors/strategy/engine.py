@@ -43,7 +43,10 @@ class StrategyEngine:
         sizing = getattr(config, "sizing", "fixed")
         if sizing != "fixed" and not instruments:
             raise ValidationError("instruments", f"given for sizing {sizing!r}", instruments)
-        self.sizer = Sizer(config, instruments, capital) if instruments else None
+        # fixed sizing needs no estimate: no sampler to feed every step
+        self.sizer = (
+            Sizer(config, instruments, capital) if sizing != "fixed" and instruments else None
+        )
 
     def on_marks(self, now_ns: int, views: Mapping[str, BookView]) -> None:
         """Feed the sizer the step's books (every step, before the decisions)."""

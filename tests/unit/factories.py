@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
+from hypothesis import strategies as st
 
 from actors.book.book import L2Book, apply_rows
 from actors.core.instruments import Instrument
@@ -161,3 +162,33 @@ def loader_book(paths: Sequence[Path]) -> L2Book:
             for _ in apply_rows(book, item):
                 pass
     return book
+
+
+@st.composite
+def random_book(
+    draw: st.DrawFn,
+    seq: int,
+    mid: tuple[int, int] = (995, 1005),
+    levels: int = 4,
+    size: int = 15,
+    trade_px: tuple[int, int] = (990, 1010),
+    trade_lots: int = 20,
+) -> BookView:
+    """A random BTCUSDT view (sizes in lots) around ``mid``, with up to three trade prints."""
+    m = draw(st.integers(*mid))
+    spread = draw(st.integers(1, 3))
+    nb, na = draw(st.integers(0, levels)), draw(st.integers(0, levels))
+    bids = [(m - i, draw(st.integers(0, size))) for i in range(nb)]
+    asks = [(m + spread + i, draw(st.integers(0, size))) for i in range(na)]
+    trades = draw(
+        st.lists(
+            st.builds(
+                lambda p, n, a: trade(p, n, a),
+                st.integers(*trade_px),
+                st.integers(1, trade_lots),
+                st.sampled_from(["BUY", "SELL"]),
+            ),
+            max_size=3,
+        )
+    )
+    return lots_book(bids=bids, asks=asks, seq=seq, trades=trades, ts=T0 + seq)

@@ -45,6 +45,7 @@ from tests.unit.factories import (
     cancel,
     instruments,
     lots_book,
+    random_book,
     submit,
     trade,
 )
@@ -522,25 +523,6 @@ def test_portfolio_flip_realises_closed_part_and_reopens_at_fill_price() -> None
 
 
 # --- property: positions reconcile with fills; histories are legal paths -------------------
-@st.composite
-def random_book(draw: st.DrawFn, seq: int) -> BookView:
-    mid = draw(st.integers(995, 1005))
-    spread = draw(st.integers(1, 3))
-    nb, na = draw(st.integers(0, 4)), draw(st.integers(0, 4))
-    bids = [(mid - i, draw(st.integers(0, 15))) for i in range(nb)]
-    asks = [(mid + spread + i, draw(st.integers(0, 15))) for i in range(na)]
-    trades = draw(
-        st.lists(
-            st.builds(
-                lambda p, n, a: trade(p, n, a),
-                st.integers(990, 1010),
-                st.integers(1, 20),
-                st.sampled_from(["BUY", "SELL"]),
-            ),
-            max_size=3,
-        )
-    )
-    return lots_book(bids=bids, asks=asks, seq=seq, trades=trades, ts=T0 + seq)
 
 
 order_spec = st.tuples(

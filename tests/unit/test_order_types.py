@@ -42,7 +42,15 @@ from actors.execution.orders import (
 )
 from actors.execution.venue import PaperVenue, prob_queue_ahead, reference_price
 from cluster.config import ExecutionConfig
-from tests.unit.factories import SYMBOL, T0, AvgCostModel, instruments, lots_book, trade
+from tests.unit.factories import (
+    SYMBOL,
+    T0,
+    AvgCostModel,
+    instruments,
+    lots_book,
+    random_book,
+    trade,
+)
 
 BUY, SELL = OrderSide.BUY, OrderSide.SELL
 S = OrderStatus
@@ -699,25 +707,12 @@ def test_restored_engine_continues_exactly_like_the_original() -> None:
 
 
 # --- property -------------------------------------------------------------------------------
-@st.composite
-def random_book(draw: st.DrawFn, seq: int) -> BookView:
-    mid = draw(st.integers(996, 1004))
-    spread = draw(st.integers(1, 3))
-    nb, na = draw(st.integers(0, 3)), draw(st.integers(0, 3))
-    bids = [(mid - i, draw(st.integers(0, 12))) for i in range(nb)]
-    asks = [(mid + spread + i, draw(st.integers(0, 12))) for i in range(na)]
-    trades = draw(
-        st.lists(
-            st.builds(
-                lambda p, n, a: trade(p, n, a),
-                st.integers(992, 1008),
-                st.integers(1, 15),
-                st.sampled_from(["BUY", "SELL"]),
-            ),
-            max_size=3,
-        )
-    )
-    return lots_book(bids=bids, asks=asks, seq=seq, trades=trades, ts=T0 + seq)
+def small_book(seq: int) -> st.SearchStrategy[BookView]:
+    """Random views with at most 3 levels of up to 12 lots around 996-1004."""
+    return random_book(seq, mid=(996, 1004), levels=3, size=12, trade_px=(992, 1008),
+                       trade_lots=15)
+
+
 
 
 KINDS = ["market", "limit", "post_only", "stop", "stop_limit", "bracket", "cancel", "modify"]
@@ -805,7 +800,7 @@ def test_property_random_commands_keep_every_order_legal_and_positions_reconcile
     events: list[OrderEvent] = []
     for step in range(n_steps):
         clock.advance_to(T0 + step * 1_000_000)
-        view = data.draw(random_book(step + 1))
+        view = data.draw(small_book(step + 1))
         cmds = draw_commands(data, known, eng, clock.now_ns())
         for cmd in cmds:
             if isinstance(cmd, SubmitBracket):
@@ -908,7 +903,7 @@ def test_property_restored_engine_produces_the_same_events(data: st.DataObject, 
             twin, twin_clock = make_engine(**cfg)
             twin.restore(json.loads(json.dumps(eng.snapshot())))
         twin_clock.advance_to(clock.now_ns())
-        view = data.draw(random_book(step + 1))
+        view = data.draw(small_book(step + 1))
         cmds = draw_commands(data, known, eng, clock.now_ns())
         evs = eng.execute(cmds, books(view))
         if twin is not None:
