@@ -649,7 +649,8 @@ def bench(
     name: Annotated[
         str,
         typer.Argument(
-            help="Benchmark: book | simulator | replay | feed | inference | risk | execution."
+            help="Benchmark: book | simulator | replay | feed | inference | risk | execution "
+            "| sweep."
         ),
     ],
     config: ConfigOpt = DEFAULT_CONFIG,
@@ -671,6 +672,46 @@ def bench(
     else:
         for k, v in result.items():
             print(f"{k:28s} {v}")
+
+
+@app.command("status")
+def status_cmd(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="Ray cluster address (default: RAY_ADDRESS, else auto)."),
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Only this run (default: every run found).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Longest wait for any one answer, s.")] = 5.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Print the health of a running topology: actors, Serve app, feed, books, trading state.
+
+    Exit 0 when healthy, 1 when something needs looking at (listed), 2 without a cluster.
+    """
+    import ray
+
+    from cluster.status import collect_status, connect, default_address, render
+
+    cfg = _load(config)
+    try:
+        owns = connect(address or default_address(), cfg.ray.namespace)
+    except ConnectionError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    try:
+        status = collect_status(cfg.ray.namespace, run_id, timeout)
+    finally:
+        if owns:
+            ray.shutdown()
+    if as_json:
+        print(json.dumps(status, indent=2, sort_keys=True, default=str))
+    else:
+        render(status, Console(soft_wrap=True))
+    if not status["healthy"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -343,6 +343,12 @@ class ModelsConfig(Strict):
         "weights fitted on validation data at training (the registry's ENSEMBLE.json), equal "
         "weights when none were fitted.",
     )
+    versions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Family -> registry version to serve, pinned (a missing family serves the "
+        "registry's production version). A sweep's best config pins the versions it was "
+        "scored with, so re-running it reproduces its metrics after a later promotion.",
+    )
     deadline_ms: float = Field(
         250.0, gt=0, description="A prediction later than this is replaced by the fallback."
     )
@@ -384,6 +390,11 @@ class ModelsConfig(Strict):
         outside = sorted(set(self.colocate) - set(self.families))
         if outside:
             raise ValueError(f"colocate must name families in {self.families}, was {outside!r}")
+        pinned = sorted(set(self.versions) - set(self.families))
+        if pinned:
+            raise ValueError(
+                f"versions keys must be in models.families {self.families}, was {pinned!r}"
+            )
         v = self.weights
         if v is None:
             return self
@@ -397,11 +408,140 @@ class ModelsConfig(Strict):
         return self
 
 
+def _check_range(name: str, v: tuple[float, float]) -> tuple[float, float]:
+    if v[0] > v[1]:
+        raise ValueError(f"{name} must be (low, high) with low <= high, was {v!r}")
+    return v
+
+
+class RetrainConfig(Strict):
+    """The retrain job (``python -m jobs.retrain``): Ray Tune search, ASHA, drift thresholds.
+
+    Ranges are ``(low, high)``, both included; learning rates are searched log-uniformly.
+    """
+
+    families: list[str] | None = Field(
+        None,
+        description="Families to retrain (each must be in models.families); None = "
+        "models.families.",
+    )
+    samples: int = Field(4, ge=1, le=1_000, description="Tune trials per family.")
+    seed: int = Field(0, ge=0, description="Seed of the hyperparameter sampling.")
+    max_concurrent_trials: int = Field(
+        0, ge=0, description="Trials run at once per family (0 = as many as free CPUs allow)."
+    )
+    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs reserved per trial.")
+    boost_rounds: tuple[int, int] = Field(
+        (40, 160), description="lgbm / xgboost: boosting rounds (trees) a trial may grow."
+    )
+    rounds_per_report: int = Field(
+        20, ge=1, description="lgbm / xgboost: rounds between two reports (and checkpoints)."
+    )
+    boost_learning_rate: tuple[float, float] = Field(
+        (0.01, 0.2), description="lgbm / xgboost: learning rate (eta) range."
+    )
+    lgbm_leaves: tuple[int, int] = Field((4, 31), description="lgbm: num_leaves range.")
+    xgb_depth: tuple[int, int] = Field(
+        (2, 8), description="xgboost: max_depth range (at most 2**depth leaves)."
+    )
+    torch_epochs: tuple[int, int] = Field(
+        (2, 4), description="gru / deeplob / transformer: epochs range (one report per epoch)."
+    )
+    torch_lr: tuple[float, float] = Field(
+        (3e-4, 1e-2), description="gru / deeplob / transformer: Adam learning rate range."
+    )
+    gru_hidden: list[int] = Field(
+        default_factory=lambda: [16, 32], min_length=1, description="gru: hidden sizes to try."
+    )
+    lob_width: list[int] = Field(
+        default_factory=lambda: [8, 16],
+        min_length=1,
+        description="deeplob / transformer: widths to try (models.lob_width's meaning).",
+    )
+    grace_period: int = Field(
+        1,
+        ge=1,
+        description="ASHA: reports a trial makes before it can be stopped (capped at the "
+        "family's most reports).",
+    )
+    reduction_factor: float = Field(
+        2.0, gt=1, description="ASHA: 1/reduction_factor of the trials go on at each rung."
+    )
+    drift_bins: int = Field(
+        10, ge=2, le=100, description="Quantile bins per feature of the stored drift reference."
+    )
+    psi_threshold: float = Field(
+        0.25, gt=0, description="--if-drift: a feature with PSI above this has shifted."
+    )
+    log_loss_increase: float = Field(
+        0.05,
+        gt=0,
+        description="--if-drift: live log loss (latest window) this far above the holdout's "
+        "is decay.",
+    )
+    accuracy_drop: float = Field(
+        0.05,
+        gt=0,
+        description="--if-drift: live accuracy (latest window) this far below the holdout's "
+        "is decay.",
+    )
+    drift_window: int = Field(
+        500, ge=1, description="--if-drift: decisions per rolling accuracy window."
+    )
+    drift_min_samples: int = Field(
+        200,
+        ge=1,
+        description="--if-drift: fewer labelled decisions or feature rows skip that check.",
+    )
+
+    @field_validator("families")
+    @classmethod
+    def _families(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        unknown = sorted(set(v) - set(MODEL_FAMILIES))
+        if unknown or not v or len(set(v)) != len(v):
+            raise ValueError(
+                f"families must be distinct names in {list(MODEL_FAMILIES)}, was {v!r}"
+            )
+        return v
+
+    @field_validator("boost_rounds", "lgbm_leaves", "xgb_depth", "torch_epochs")
+    @classmethod
+    def _int_range(cls, v: tuple[int, int], info: Any) -> tuple[int, int]:
+        low = 2 if info.field_name == "lgbm_leaves" else 1
+        if v[0] < low:
+            raise ValueError(f"{info.field_name} must start at >= {low}, was {v!r}")
+        return _check_range(info.field_name, v)
+
+    @field_validator("boost_learning_rate", "torch_lr")
+    @classmethod
+    def _rate_range(cls, v: tuple[float, float], info: Any) -> tuple[float, float]:
+        if v[0] <= 0:
+            raise ValueError(f"{info.field_name} must be > 0, was {v!r}")
+        return _check_range(info.field_name, v)
+
+    @field_validator("gru_hidden", "lob_width")
+    @classmethod
+    def _sizes(cls, v: list[int], info: Any) -> list[int]:
+        if any(x < 4 or x > 1024 for x in v):
+            raise ValueError(f"{info.field_name} must be sizes in 4..1024, was {v!r}")
+        return v
+
+
 class StrategyConfig(Strict):
     entry_edge: float = Field(
         0.10, ge=0, le=1, description="Trade when |p_up - p_down| exceeds this."
     )
     order_qty_lots: int = Field(10, ge=1, description="Quantity of one order, in lots.")
+    hold_steps: int = Field(
+        0,
+        ge=0,
+        description="Holding horizon: a position whose symbol has had no signal for this many "
+        "decisions is steered back to flat, one order_qty_lots order per decision (0 = hold "
+        "until the opposite signal). Decisions come every feed.batch_interval_ms; "
+        "models.horizon is the label horizon in the same units.",
+    )
     target_position_lots: int = Field(
         30, ge=1, description="Position the strategy steers towards on a signal."
     )
@@ -725,6 +865,84 @@ class RunConfig(Strict):
     progress: bool = Field(True, description="Show live progress.")
 
 
+SWEEP_SECTIONS = ("strategy", "risk", "execution")
+
+
+def _default_sweep_space() -> dict[str, list[Any]]:
+    return {
+        "strategy.entry_edge": [0.02, 0.05, 0.10, 0.20],
+        "strategy.hold_steps": [0, 10, 50],
+        "strategy.target_position_lots": [10, 30],
+        "risk.max_position_lots": [20, 100],
+    }
+
+
+class SweepConfig(Strict):
+    """``jobs.sweep``: strategy parameters searched over walk-forward folds (docs/research.md)."""
+
+    space: dict[str, list[Any]] = Field(
+        default_factory=_default_sweep_space,
+        description="Grid of candidate values: dotted config path (strategy.*, risk.*, "
+        "execution.*) -> values. Every combination is a candidate.",
+    )
+    samples: int | None = Field(
+        None, ge=1, description="Draw this many candidates from the grid (seeded); None = all."
+    )
+    seed: int = Field(0, ge=0, description="Seed of the candidate draw.")
+    duration_s: float = Field(
+        300.0, gt=0, description="Simulated seconds every trial replays (the whole span)."
+    )
+    warmup_s: float = Field(
+        10.0, ge=0, description="Span start scored by no fold (books, features, sizers warm up)."
+    )
+    folds: int = Field(3, ge=1, le=50, description="Walk-forward folds (test blocks).")
+    scheme: Literal["anchored", "rolling"] = Field(
+        "anchored",
+        description="anchored: each fold trains on everything before its test block; rolling: "
+        "on the one block before it.",
+    )
+    purge_s: float | None = Field(
+        None,
+        ge=0,
+        description="Train steps this close before a test block are dropped (None = the label "
+        "horizon: models.horizon decisions).",
+    )
+    embargo_s: float = Field(
+        5.0, ge=0, description="Train steps this close after an earlier test block are dropped."
+    )
+    objective: Literal["sharpe", "sortino", "total_return", "calmar"] = Field(
+        "sharpe", description="What candidates are ranked by (higher is better)."
+    )
+    top_k: int = Field(
+        3,
+        ge=1,
+        description="Per fold, the coarse mode's best this many (by the fold's train score) "
+        "go on to a full replay, plus the best this many over the whole span.",
+    )
+    coarse: bool = Field(
+        True,
+        description="Rank every candidate with the fast coarse mode first (False: fully replay "
+        "every candidate).",
+    )
+    max_concurrent: int | None = Field(
+        None, ge=1, description="Full-replay trials at once (None = one per CPU of the cluster)."
+    )
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if not v:
+            raise ValueError("space must name at least one parameter, was empty")
+        for key, values in v.items():
+            if key.split(".", 1)[0] not in SWEEP_SECTIONS or "." not in key:
+                raise ValueError(
+                    f"space keys must be dotted paths in {list(SWEEP_SECTIONS)}, was {key!r}"
+                )
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"space.{key} must be a non-empty list, was {values!r}")
+        return v
+
+
 class RaydeskConfig(Strict):
     """The root: everything one run needs.
 
@@ -742,6 +960,8 @@ class RaydeskConfig(Strict):
     book: BookConfig = BookConfig()
     features: FeaturesConfig = FeaturesConfig()
     models: ModelsConfig = ModelsConfig()
+    retrain: RetrainConfig = RetrainConfig()
+    sweep: SweepConfig = SweepConfig()
     strategy: StrategyConfig = StrategyConfig()
     risk: RiskConfig = RiskConfig()
     execution: ExecutionConfig = ExecutionConfig()

@@ -26,7 +26,8 @@ def make_run_id(cfg: RaydeskConfig) -> str:
     return f"{stamp}-{cfg.hash()[:8]}"
 
 
-def _session_start_ns(cfg: RaydeskConfig, replay: bool) -> int:
+def session_start_ns(cfg: RaydeskConfig, replay: bool) -> int:
+    """Return the session start: config-derived on replay (reproducible journals), else now."""
     # Replay starts at a fixed, config-derived instant so journals are reproducible.
     if replay:
         return 1_700_000_000_000_000_000 + cfg.simulator.seed * 1_000_000_000
@@ -101,6 +102,7 @@ def run_pipeline(
     events: int | None = None,
     progress: Any = None,
     run_id: str | None = None,
+    in_process: bool = False,
 ) -> dict[str, Any]:
     """Run the whole topology once and return (and write) its summary.
 
@@ -111,6 +113,9 @@ def run_pipeline(
         events: Stop after this many market events instead.
         progress: Optional callable receiving :class:`RunStats` about twice a second.
         run_id: Override the generated run id.
+        in_process: Replay the same engines in this process, without Ray actors or Serve
+            (:mod:`cluster.inprocess`; replay only): the research jobs' trials. The journal is
+            the same as the Ray topology's.
 
     Example:
         >>> summary = run_pipeline(load_config(), replay=True, events=5000)
@@ -128,7 +133,11 @@ def run_pipeline(
         yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
     )
     ensure_models(cfg, console_progress=sys.stderr.isatty() or bool(progress))
-    topo = build_topology(cfg, run_id, run_dir, replay, _session_start_ns(cfg, replay))
+    if in_process:
+        if not replay:
+            raise ValueError("in_process must go with replay=True, was a live run")
+        return _run_in_process(cfg, duration_s, events, progress, run_id, run_dir)
+    topo = build_topology(cfg, run_id, run_dir, replay, session_start_ns(cfg, replay))
     # One event loop for the whole run, closed only after teardown: Serve handles bind to the
     # loop they are first used in (throughput-optimised mode requires it to stay open).
     loop = asyncio.new_event_loop()
@@ -142,6 +151,36 @@ def run_pipeline(
         teardown(topo)
         loop.close()
     summary = summarize(cfg, stats, portfolio, run_id, run_dir, replay)
+    summary["journal"].update(
+        {k: v for k, v in topo.journal_stats.items() if k in ("postgres", "redis")}
+    )
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
+    return summary
+
+
+def _run_in_process(
+    cfg: RaydeskConfig,
+    duration_s: float,
+    events: int | None,
+    progress: Any,
+    run_id: str,
+    run_dir: Path,
+) -> dict[str, Any]:
+    from cluster.inprocess import build_local_topology, close_local_topology
+
+    async def go() -> tuple[RunStats, dict[str, Any], Any]:
+        topo = build_local_topology(cfg, run_id, run_dir, session_start_ns(cfg, True))
+        try:
+            kernel = TradingKernel(cfg, topo, True)
+            stats = await kernel.run(duration_s, events, on_progress=progress)
+            portfolio = await topo.execution.portfolio_summary.remote()
+        finally:
+            await close_local_topology(topo)
+        return stats, portfolio, topo
+
+    stats, portfolio, topo = asyncio.run(go())
+    summary = summarize(cfg, stats, portfolio, run_id, run_dir, True)
+    summary["mode"] = "replay-in-process"
     summary["journal"].update(
         {k: v for k, v in topo.journal_stats.items() if k in ("postgres", "redis")}
     )

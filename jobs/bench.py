@@ -907,6 +907,7 @@ def bench_inference(cfg: RaydeskConfig, rate: int = 1_000, duration_s: float = 5
 
 from jobs.bench_execution import bench_execution  # noqa: E402 - imports _machine lazily
 from jobs.bench_risk import bench_risk  # noqa: E402 - it imports _machine from here lazily
+from jobs.bench_sweep import bench_sweep  # noqa: E402 - it imports _machine from here lazily
 
 BENCHMARKS: dict[str, Callable[[RaydeskConfig], dict[str, Any]]] = {
     "simulator": bench_simulator,
@@ -916,4 +917,5 @@ BENCHMARKS: dict[str, Callable[[RaydeskConfig], dict[str, Any]]] = {
     "inference": bench_inference,
     "risk": bench_risk,
     "execution": bench_execution,
+    "sweep": bench_sweep,
 }

@@ -34,7 +34,8 @@ def app_args_from_config(
 
     Args:
         cfg: The config.
-        versions: Family → version to pin (default: serve production).
+        versions: Family → version to pin (default: ``models.versions``; families not in it
+            serve production).
     """
     m = cfg.models
     args = AppArgs(
@@ -47,7 +48,7 @@ def app_args_from_config(
         batch_wait_timeout_s=m.batch_wait_timeout_s,
         num_gpus=m.num_gpus,
         num_cpus=m.num_cpus,
-        versions=dict(versions or {}),
+        versions=dict(m.versions if versions is None else versions),
         registry_poll_s=m.registry_poll_s,
         shadow_log_dir=(
             str(Path(m.shadow_log_dir).expanduser().resolve()) if m.shadow_log_dir else None
@@ -97,7 +98,8 @@ def serve_app_config(
         name: Application name.
         weights: Ensemble weights (default ``models.weights``; when that is None, the
             registry's fitted weights at the time of the call).
-        versions: Family → version (None or missing = production).
+        versions: Family → version over ``models.versions`` (None = production, missing =
+            as ``models.versions``).
         deadline_ms: Default per-request deadline (default ``models.deadline_ms``).
 
     Returns:
@@ -108,7 +110,7 @@ def serve_app_config(
         {
             **args,
             "weights": dict(weights) if weights is not None else args["weights"],
-            "versions": {k: v for k, v in (versions or {}).items() if v is not None},
+            "versions": _merge_versions(args["versions"], versions),
             "deadline_ms": deadline_ms if deadline_ms is not None else args["deadline_ms"],
         }
     )
@@ -126,6 +128,18 @@ def serve_app_config(
             ),
         ],
     }
+
+
+def _merge_versions(
+    pinned: Mapping[str, str], override: Mapping[str, str | None] | None
+) -> dict[str, str]:
+    out = dict(pinned)
+    for family, version in (override or {}).items():
+        if version is None:
+            out.pop(family, None)
+        else:
+            out[family] = version
+    return out
 
 
 def request_from_decisions(

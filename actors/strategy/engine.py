@@ -3,6 +3,8 @@
 The default strategy is a position-targeting signal follower: when ``p_up - p_down`` exceeds
 ``entry_edge`` it steers the symbol's position towards ``+target_position_lots`` (towards
 ``-target`` on the opposite signal), one order of at most ``order_qty_lots`` per decision.
+With ``hold_steps`` > 0 a position whose symbol has had no signal for that many decisions
+(the holding horizon, in the model's label units) is steered back to flat the same way.
 How big the target is comes from ``strategy.sizing`` (``actors/strategy/sizer.py``: fixed,
 vol_target, kelly or risk_parity). It crosses the spread with an IOC limit a few ticks
 through the touch (or a market order), so it never leaves resting orders behind. Its position
@@ -39,6 +41,7 @@ class StrategyEngine:
         self.cfg = config
         self.strategy_id = strategy_id
         self.positions: dict[str, int] = {}
+        self._quiet: dict[str, int] = {}  # decisions per symbol since its last signal
         self._order_seq = 0
         sizing = getattr(config, "sizing", "fixed")
         if sizing != "fixed" and not instruments:
@@ -76,28 +79,38 @@ class StrategyEngine:
     ) -> tuple[int, SubmitOrder | None]:
         """Return the signal and the order (or None) for one decision point."""
         sig = self.signal(probs, self.cfg.entry_edge) if dp.valid else 0
-        if sig == 0 or view.best_bid is None or view.best_ask is None:
+        age = 0 if sig != 0 else self._quiet.get(dp.symbol, 0) + 1
+        self._quiet[dp.symbol] = age
+        if view.best_bid is None or view.best_ask is None:
             return sig, None
         pos = self.positions.get(dp.symbol, 0)
-        size = (
-            self.cfg.target_position_lots if self.sizer is None
-            else self.sizer.target_lots(dp.symbol, sig, probs, self.positions)
-        )
-        if size is None:  # no volatility estimate yet: a sized strategy waits
-            return sig, None
-        target = sig * size
-        delta = target - pos
-        if delta == 0 or (delta > 0) != (sig > 0):
-            return sig, None
-        qty = min(abs(delta), self.cfg.order_qty_lots)
-        side = OrderSide.BUY if sig > 0 else OrderSide.SELL
+        hold = getattr(self.cfg, "hold_steps", 0)
+        if sig == 0:
+            if not (hold and age >= hold and pos != 0):
+                return sig, None
+            # the signal is older than the holding horizon: steer back to flat
+            direction = -1 if pos > 0 else 1
+            qty = min(abs(pos), self.cfg.order_qty_lots)
+        else:
+            size = (
+                self.cfg.target_position_lots if self.sizer is None
+                else self.sizer.target_lots(dp.symbol, sig, probs, self.positions)
+            )
+            if size is None:  # no volatility estimate yet: a sized strategy waits
+                return sig, None
+            delta = sig * size - pos
+            if delta == 0 or (delta > 0) != (sig > 0):
+                return sig, None
+            direction = sig
+            qty = min(abs(delta), self.cfg.order_qty_lots)
+        side = OrderSide.BUY if direction > 0 else OrderSide.SELL
         self._order_seq += 1
         coid = f"{dp.symbol}-O{self._order_seq}"
         if self.cfg.order_type == "market":
             otype, price, tif = OrderType.MARKET, None, TimeInForce.IOC
         else:
             off = self.cfg.limit_offset_ticks
-            price = view.best_ask + off if sig > 0 else view.best_bid - off
+            price = view.best_ask + off if direction > 0 else view.best_bid - off
             otype, tif = OrderType.LIMIT, TimeInForce.IOC
         return sig, SubmitOrder(
             ts_event=dp.ts_event,

@@ -50,3 +50,38 @@ def test_strategy_market_orders_have_no_price() -> None:
     _, cmd = s.on_decision(dp(), [0.9, 0.1, 0.0], VIEW, 1)
     assert cmd.side is OrderSide.SELL and cmd.order_type is OrderType.MARKET
     assert cmd.price_ticks is None
+
+
+def _fill(side: OrderSide, qty: int, n: int) -> OrderFilled:
+    return OrderFilled(ts_event=1, ts_init=1, client_order_id=f"f{n}", symbol="BTCUSDT",
+                       trade_id=f"t{n}", side=side, last_qty_lots=qty, last_px_ticks=101,
+                       liquidity=LiquiditySide.TAKER)
+
+
+def test_strategy_hold_steps_flattens_after_the_holding_horizon() -> None:
+    s = StrategyEngine(StrategyConfig(entry_edge=0.1, order_qty_lots=5, target_position_lots=8,
+                                      hold_steps=3))
+    _, cmd = s.on_decision(dp(), [0.1, 0.3, 0.6], VIEW, 1)
+    s.on_fills([_fill(OrderSide.BUY, 5, 1)])
+    flat = [0.3, 0.4, 0.3]
+    # two quiet decisions: still inside the horizon
+    assert s.on_decision(dp(), flat, VIEW, 2) == (0, None)
+    assert s.on_decision(dp(valid=False), flat, VIEW, 3) == (0, None)
+    sig, cmd = s.on_decision(dp(), flat, VIEW, 4)  # the third: exit, through the bid
+    assert sig == 0 and cmd is not None
+    assert (cmd.side, cmd.qty_lots, cmd.price_ticks) == (OrderSide.SELL, 5, 99)
+    s.on_fills([_fill(OrderSide.SELL, 5, 2)])
+    assert s.on_decision(dp(), flat, VIEW, 5) == (0, None)  # flat: nothing more to do
+
+
+def test_strategy_hold_steps_resets_on_a_new_signal_and_zero_holds() -> None:
+    held = StrategyEngine(StrategyConfig(order_qty_lots=5, target_position_lots=5, hold_steps=0))
+    held.on_fills([_fill(OrderSide.SELL, 5, 1)])
+    assert all(held.on_decision(dp(), [0.3, 0.4, 0.3], VIEW, i)[1] is None for i in range(50))
+    s = StrategyEngine(StrategyConfig(order_qty_lots=5, target_position_lots=5, hold_steps=2))
+    s.on_fills([_fill(OrderSide.SELL, 5, 1)])
+    assert s.on_decision(dp(), [0.3, 0.4, 0.3], VIEW, 1) == (0, None)
+    assert s.on_decision(dp(), [0.6, 0.3, 0.1], VIEW, 2) == (-1, None)  # renewed, at target
+    assert s.on_decision(dp(), [0.3, 0.4, 0.3], VIEW, 3) == (0, None)
+    _, cmd = s.on_decision(dp(), [0.3, 0.4, 0.3], VIEW, 4)
+    assert cmd.side is OrderSide.BUY and cmd.qty_lots == 5 and cmd.price_ticks == 102
