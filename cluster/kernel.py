@@ -32,7 +32,13 @@ from typing import Any
 import numpy as np
 
 from actors.book.engine import SymbolUpdate, feature_hash
-from actors.core.messages import DecisionMade, OrderAccepted, OrderError, OrderFilled
+from actors.core.messages import (
+    DecisionMade,
+    OrderAccepted,
+    OrderCanceled,
+    OrderError,
+    OrderFilled,
+)
 from actors.execution.analytics import MARKS_RECORD
 from actors.strategy.engine import StrategyEngine
 from cluster.config import RaydeskConfig
@@ -263,6 +269,8 @@ class TradingKernel:
                     m.observe("raydesk_tick_to_order_ms", ms, symbol=e.symbol)
                 if e.trigger_ts_init:
                     st.sim_latencies_ms.append((e.ts_event - e.trigger_ts_init) / 1e6)
+            elif isinstance(e, OrderCanceled):
+                m.inc("raydesk_cancels", symbol=e.symbol)
             elif isinstance(e, OrderError):
                 st.order_errors[e.reason] += 1
                 m.inc("raydesk_order_errors", reason=e.reason)
@@ -276,6 +284,8 @@ class TradingKernel:
             m.inc("raydesk_risk_alerts", code=a.code)
         st.pnl = res.pnl
         m.set("raydesk_pnl", res.pnl)
+        for sym in self.symbols:  # the strategy's positions, fed from the same fills
+            m.set("raydesk_position_lots", self.strategy.positions.get(sym, 0), symbol=sym)
         for kind, v in res.exposure.items():
             m.set("raydesk_exposure", v, kind=kind)
         if res.var_es is not None:

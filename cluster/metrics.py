@@ -41,6 +41,20 @@ METRICS: dict[str, MetricSpec] = {
     "raydesk_resyncs": MetricSpec(
         "counter", "Books rebuilt from a snapshot (initial sync or resync).", ("symbol",)
     ),
+    "raydesk_symbol_lag_ms": MetricSpec(
+        "gauge",
+        "Age of a symbol's latest batch when its actor starts applying it: wall time since "
+        "the batch entered raydesk (live feed: since its last row was received), ms.",
+        ("symbol",),
+    ),
+    "raydesk_book_quarantined": MetricSpec(
+        "gauge", "1 while the symbol's book is quarantined (features invalid, new risk "
+        "blocked until a snapshot resyncs it), else 0.", ("symbol",)
+    ),
+    "raydesk_feature_latency_ms": MetricSpec(
+        "histogram", "Batch entry (live feed: receive time of its last row) to its decision "
+        "point's features being ready, ms.", ("symbol",), tuple(LATENCY_MS_BUCKETS),
+    ),
     "raydesk_book_apply_us": MetricSpec(
         "histogram", "Time to apply one batch and compute features, us.", ("symbol",),
         tuple(APPLY_US_BUCKETS),
@@ -50,6 +64,10 @@ METRICS: dict[str, MetricSpec] = {
     ),
     "raydesk_orders": MetricSpec("counter", "Orders submitted by the strategy.", ("symbol",)),
     "raydesk_fills": MetricSpec("counter", "Fills received.", ("symbol",)),
+    "raydesk_cancels": MetricSpec(
+        "counter", "Orders canceled (IOC remainders, requested and kill-switch cancels).",
+        ("symbol",),
+    ),
     "raydesk_risk_denials": MetricSpec(
         "counter", "Orders denied by the risk engine.", ("reason",)
     ),
@@ -94,6 +112,10 @@ METRICS: dict[str, MetricSpec] = {
     "raydesk_pnl": MetricSpec("gauge", "Total PnL (realised - fees + unrealised).", ()),
     "raydesk_position_lots": MetricSpec("gauge", "Position per symbol, lots.", ("symbol",)),
     "raydesk_journal_records": MetricSpec("counter", "Records journaled.", ()),
+    "raydesk_journal_append_ms": MetricSpec(
+        "histogram", "Time to append (and fsync) one step's records to the journal, ms.", (),
+        tuple(LATENCY_MS_BUCKETS),
+    ),
     "raydesk_audit_lag_records": MetricSpec(
         "gauge", "Journal records not yet confirmed in Postgres (journal.postgres).", ()
     ),

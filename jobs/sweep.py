@@ -374,8 +374,12 @@ def full_replay(cfg: RaydeskConfig, run_dir: Path) -> dict[str, Any]:
     ``run_dir`` is ``<runs_dir>/<run id>``; it gets the journal, ``summary.json`` and
     ``metrics.json`` (the same file ``jobs.backtest`` writes). Returns ``{"metrics", "equity"}``.
     """
+    import shutil
+
     from cluster.runner import run_pipeline
 
+    if run_dir.exists():  # a retried trial starts clean: the journal is append-only
+        shutil.rmtree(run_dir)
     cfg = parse_config(
         {**cfg.model_dump(mode="json"),
          "run": {**cfg.run.model_dump(mode="json"), "runs_dir": str(run_dir.parent)}},

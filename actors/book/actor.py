@@ -28,11 +28,18 @@ class SymbolActor:
         warm_up_engine(instrument, book_cfg, features_cfg)
 
     def _apply(self, batch: MarketBatch, view: bool) -> SymbolUpdate:
+        m = self.metrics
+        entered = batch.wall_init_ns  # 0: a batch built without an entry time (tests)
+        if entered:
+            m.set("raydesk_symbol_lag_ms", (time.time_ns() - entered) / 1e6, symbol=self.symbol)
         t0 = time.perf_counter_ns()
         upd = self.engine.on_batch(batch.data, batch.wall_init_ns, view=view)
         self.batches += 1
-        m = self.metrics
         m.observe("raydesk_book_apply_us", (time.perf_counter_ns() - t0) / 1e3, symbol=self.symbol)
+        if entered and upd.decision is not None:
+            m.observe("raydesk_feature_latency_ms", (time.time_ns() - entered) / 1e6,
+                      symbol=self.symbol)
+        m.set("raydesk_book_quarantined", float(self.engine.quarantined), symbol=self.symbol)
         m.inc("raydesk_batches", symbol=self.symbol)
         m.inc("raydesk_events", upd.events, symbol=self.symbol)
         for kind in upd.error_kinds:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from typing import Any
 
 from actors.journal.journal import Journal
@@ -87,7 +88,9 @@ class JournalActor:
     async def append(self, records: list[dict[str, Any]]) -> int:
         """Append records durably; return the last sequence number. Then hand the step to
         Redis (never raising) and make sure the Postgres sink is running."""
+        t0 = time.perf_counter()
         seq = self.journal.append(records)
+        self.metrics.observe("raydesk_journal_append_ms", (time.perf_counter() - t0) * 1e3)
         self.metrics.inc("raydesk_journal_records", len(records))
         self._start_sink()
         if self.sink is not None:
