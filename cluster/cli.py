@@ -714,6 +714,43 @@ def status_cmd(
         raise typer.Exit(1)
 
 
+@models_app.command("drift")
+def models_drift(
+    journal: Annotated[
+        Path | None, typer.Option(help="A run's journal.log: accuracy decay of served decisions.")
+    ] = None,
+    features: Annotated[
+        Path | None, typer.Option(help="A features.parquet (jobs.build_dataset): feature shift.")
+    ] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Check the production models for drift, as ``python -m jobs.retrain --if-drift`` does.
+
+    Thresholds are the ``retrain`` config section. Exit 0 without drift, 1 with drift (the
+    reasons are listed), 2 on bad input.
+    """
+    from jobs.retrain import drift_check
+
+    cfg = _load(config)
+    try:
+        report = drift_check(cfg, journal=journal, features=features)
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] invalid {exc.source}")
+        for line in exc.errors:
+            err.print(f"  {line}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        print("drift" if report.drift else "no drift")
+        for line in report.reasons:
+            print(f"  {line}")
+        for line in report.skipped:
+            print(f"  skipped: {line}")
+    if report.drift:
+        raise typer.Exit(1)
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
@@ -240,6 +241,9 @@ class _TorchWindowModel:
         self.temperature = float(temperature)
         self.feature_names = tuple(feature_names or (f"book_{i}" for i in range(N_BOOK)))
         self.device = torch.device(next(net.parameters()).device)
+        #: Adam state after :meth:`train` (None when loaded from files); continuing training
+        #: with ``init=`` this model resumes it. Never part of the artifact.
+        self.optimizer_state: dict[str, Any] | None = None
 
     @classmethod
     def build_net(cls, window: int, arch: Mapping[str, Any]) -> nn.Module:
@@ -278,6 +282,8 @@ class _TorchWindowModel:
         progress: Progress | None = None,
         class_weight: str | Sequence[float] | None = None,
         lr_schedule: str = "constant",
+        init: _TorchWindowModel | None = None,
+        epoch_offset: int = 0,
         **arch: Any,
     ) -> _TorchWindowModel:
         """Train on ``windows (N, T, 40)`` and ``labels (N,)`` with Adam and cross-entropy.
@@ -305,17 +311,26 @@ class _TorchWindowModel:
                 weights.
             lr_schedule: ``"constant"`` or ``"cosine"`` (decay per step from ``lr`` to 0 over
                 all epochs).
+            init: Continue training this model (its weights, normalisation and, when it has
+                one, its ``optimizer_state``) instead of a fresh network; ``arch`` must match
+                its architecture and ``lr_schedule`` must be ``"constant"``.
+            epoch_offset: Epochs already trained (with ``init``): this call seeds its batch
+                order and dropout with ``seed + epoch_offset``, so a chunked run is
+                deterministic; 0 is the behaviour without it. ``params()["epochs"]`` counts
+                them too.
             **arch: Architecture settings overriding ``DEFAULT_ARCH``.
 
         Raises:
-            ValidationError: bad shapes, labels, epochs, class weights, schedule or unknown
-                architecture settings.
+            ValidationError: bad shapes, labels, epochs, class weights, schedule, unknown
+                architecture settings, or an ``init`` of another architecture or window.
         """
         unknown = sorted(set(arch) - set(cls.DEFAULT_ARCH))
         if unknown:
             raise ValidationError("arch", f"keys of {sorted(cls.DEFAULT_ARCH)}", unknown)
         if epochs < 1:
             raise ValidationError("epochs", ">= 1", epochs)
+        if epoch_offset < 0:
+            raise ValidationError("epoch_offset", ">= 0", epoch_offset)
         w = _check_windows("windows", windows, N_BOOK)
         n, window = int(w.shape[0]), int(w.shape[1])
         if n == 0:
@@ -325,15 +340,25 @@ class _TorchWindowModel:
             raise ValidationError("lr_schedule", f"one of {list(LR_SCHEDULES)}", lr_schedule)
         cw = _class_weights(class_weight, y)
         cfg = {**cls.DEFAULT_ARCH, **arch}
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(n, size=min(n, 20_000), replace=False))
-        last = _batch(w, sample)[:, -1, :].astype(np.float64)
-        mean = np.nan_to_num(last.mean(axis=0)).astype(np.float32)
-        std = last.std(axis=0)
-        std = np.where(np.isfinite(std) & (std > 1e-6), std, 1.0).astype(np.float32)
+        if init is not None:
+            if dict(init.arch_config) != cfg or init.window != window:
+                raise ValidationError(
+                    "init", f"a model of arch {cfg} over windows of {window}",
+                    (init.arch_config, init.window),
+                )
+            if lr_schedule != "constant":
+                raise ValidationError("lr_schedule", "'constant' with init", lr_schedule)
+            mean, std = init.mean, init.std
+        else:
+            rng = np.random.default_rng(seed)
+            sample = np.sort(rng.choice(n, size=min(n, 20_000), replace=False))
+            last = _batch(w, sample)[:, -1, :].astype(np.float64)
+            mean = np.nan_to_num(last.mean(axis=0)).astype(np.float32)
+            std = last.std(axis=0)
+            std = np.where(np.isfinite(std) & (std > 1e-6), std, 1.0).astype(np.float32)
         dev = default_device(device)
         params = {
-            "epochs": int(epochs),
+            "epochs": int(epochs) + int(epoch_offset),
             "seed": int(seed),
             "batch_size": int(batch_size),
             "lr": float(lr),
@@ -350,8 +375,12 @@ class _TorchWindowModel:
                 lr_schedule=lr_schedule,
             )
         with torch_threads(threads):
-            torch.manual_seed(seed)
+            torch.manual_seed(seed + epoch_offset)
             net = cls.build_net(window, cfg)
+            if init is not None:
+                net.load_state_dict(
+                    {k: v.detach().cpu() for k, v in init.net.state_dict().items()}
+                )
             model = cls(net, cfg, mean, std, window, params)
             model.to(dev)
             yv = None
@@ -359,9 +388,13 @@ class _TorchWindowModel:
                 wv = _check_windows("validation windows", validation[0], N_BOOK, window)
                 yv = _check_labels(validation[1], int(wv.shape[0]))
             opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+            if init is not None and init.optimizer_state is not None:
+                opt.load_state_dict(copy.deepcopy(init.optimizer_state))
+                for group in opt.param_groups:
+                    group.update(lr=lr, weight_decay=weight_decay)
             weight = None if cw is None else torch.tensor(cw, dtype=torch.float32, device=dev)
             loss_fn = nn.CrossEntropyLoss(weight=weight)
-            gen = np.random.default_rng(seed + 1)
+            gen = np.random.default_rng(seed + 1 + epoch_offset)
             steps = epochs * math.ceil(n / batch_size)
             sched = None
             if lr_schedule == "cosine":
@@ -398,6 +431,7 @@ class _TorchWindowModel:
             if best[2] is not None:
                 net.load_state_dict(best[2])
             net.eval()
+            model.optimizer_state = opt.state_dict()
         model._params.update(
             best_epoch=best[1] + 1 if best[1] >= 0 else epochs, val_log_loss_history=history
         )
@@ -592,6 +626,7 @@ class XGBModel:
         patience: int = 30,
         threads: int = 1,
         overrides: Mapping[str, Any] | None = None,
+        init_model: XGBModel | None = None,
     ) -> XGBModel:
         """Train on ``features (N, F)`` and ``labels (N,)`` for at most ``trees`` rounds.
 
@@ -606,9 +641,11 @@ class XGBModel:
             patience: Rounds without improvement before stopping.
             threads: XGBoost ``nthread``.
             overrides: Parameters replacing :meth:`default_params` entries.
+            init_model: Continue boosting this model: ``trees`` more rounds are added;
+                ``params()["trees"]`` counts all of them.
 
         Raises:
-            ValidationError: bad shapes or labels.
+            ValidationError: bad shapes or labels, or an ``init_model`` on other features.
         """
         x = cls._features(features, len(feature_names))
         if x.shape[0] == 0:
@@ -618,6 +655,13 @@ class XGBModel:
         y = _check_labels(labels, x.shape[0])
         params = {**cls.default_params(seed, threads), **dict(overrides or {})}
         names = list(feature_names)
+        done_before = 0
+        if init_model is not None:
+            if tuple(init_model.feature_names) != tuple(feature_names):
+                raise ValidationError(
+                    "init_model feature_names", f"equal to {names}", list(init_model.feature_names)
+                )
+            done_before = init_model.booster.num_boosted_rounds()
         dtrain = xgb.DMatrix(x, label=y, feature_names=names)
         evals, kwargs = [], {}
         if early_stopping is not None and len(early_stopping[1]) > 0:
@@ -626,14 +670,25 @@ class XGBModel:
             evals = [(xgb.DMatrix(xv, label=yv, feature_names=names), "valid")]
             kwargs = {"early_stopping_rounds": int(patience)}
         booster = xgb.train(
-            params, dtrain, num_boost_round=int(trees), evals=evals, verbose_eval=False, **kwargs
+            params,
+            dtrain,
+            num_boost_round=int(trees),
+            evals=evals,
+            verbose_eval=False,
+            xgb_model=init_model.booster if init_model is not None else None,
+            **kwargs,
         )
         best = booster.best_iteration + 1 if evals else booster.num_boosted_rounds()
         booster = booster[:best]
         return cls(
             booster,
             feature_names,
-            {**params, "trees": int(trees), "best_iteration": int(best), "patience": patience},
+            {
+                **params,
+                "trees": int(trees) + done_before,
+                "best_iteration": int(best),
+                "patience": patience,
+            },
         )
 
     @staticmethod

@@ -21,6 +21,7 @@ predictions silently wrong.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -191,6 +192,8 @@ class LGBMModel:
         early_stopping: tuple[np.ndarray, np.ndarray] | None = None,
         patience: int = 20,
         progress: Progress | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        init_model: LGBMModel | None = None,
     ) -> LGBMModel:
         """Train on ``features (N, F)`` and ``labels (N,)`` for at most ``trees`` rounds.
 
@@ -205,12 +208,29 @@ class LGBMModel:
                 iteration is kept.
             patience: Rounds without improvement before stopping.
             progress: Called with the fraction of rounds done.
+            overrides: Parameters replacing :meth:`default_params` entries (``learning_rate``,
+                ``num_leaves``, ...).
+            init_model: Continue boosting this model (its trees up to its best iteration):
+                ``trees`` more rounds are added; ``params()["trees"]`` counts all of them.
         """
         x = _as_2d("features", features, len(feature_names))
         y = _check_labels(labels, x.shape[0])
         if x.shape[0] == 0:
             raise ValueError("features must hold at least one sample, was 0")
-        params = cls.default_params(seed)
+        params = {**cls.default_params(seed), **dict(overrides or {})}
+        init_booster = None
+        done_before = 0
+        if init_model is not None:
+            if tuple(init_model.feature_names) != tuple(feature_names):
+                raise ValueError(
+                    f"init_model feature_names must equal feature_names {list(feature_names)}, "
+                    f"was {list(init_model.feature_names)}"
+                )
+            best_before = init_model.params().get("best_iteration")
+            init_booster = lgb.Booster(
+                model_str=init_model.booster.model_to_string(num_iteration=best_before)
+            )
+            done_before = init_booster.current_iteration()
         callbacks: list[Callable[..., None]] = []
         if progress is not None:
 
@@ -226,7 +246,12 @@ class LGBMModel:
             valid_sets.append(lgb.Dataset(xv, label=yv, reference=data))
             callbacks.append(lgb.early_stopping(patience, first_metric_only=True, verbose=False))
         booster = lgb.train(
-            params, data, num_boost_round=int(trees), valid_sets=valid_sets, callbacks=callbacks
+            params,
+            data,
+            num_boost_round=int(trees),
+            valid_sets=valid_sets,
+            callbacks=callbacks,
+            init_model=init_booster,
         )
         if progress is not None:
             progress(1.0)
@@ -234,7 +259,12 @@ class LGBMModel:
         return cls(
             booster,
             feature_names,
-            {**params, "trees": int(trees), "best_iteration": best, "patience": patience},
+            {
+                **params,
+                "trees": int(trees) + done_before,
+                "best_iteration": best,
+                "patience": patience,
+            },
         )
 
     def predict_proba(
@@ -321,6 +351,9 @@ class GRUModel:
         self._params = dict(params)
         self.temperature = check_temperature(temperature)
         self.device = torch.device("cpu")
+        #: Adam state after :meth:`train` (None when loaded from files); continuing training
+        #: with ``init=`` this model resumes it. Never part of the artifact.
+        self.optimizer_state: dict[str, Any] | None = None
 
     def with_temperature(self, temperature: float) -> GRUModel:
         """Set the softmax temperature on the logits (calibration); returns self."""
@@ -350,8 +383,27 @@ class GRUModel:
         batch_size: int = 256,
         lr: float = 3e-3,
         progress: Progress | None = None,
+        init: GRUModel | None = None,
+        epoch_offset: int = 0,
     ) -> GRUModel:
-        """Train on ``windows (N, T, F)`` and ``labels (N,)``: Adam, cross-entropy, one thread."""
+        """Train on ``windows (N, T, F)`` and ``labels (N,)``: Adam, cross-entropy, one thread.
+
+        Args:
+            windows: Training feature windows.
+            labels: Training classes.
+            hidden: GRU hidden size.
+            epochs: Passes over the data.
+            seed: Seed of the initial weights and the batch order.
+            feature_names: Names of the ``F`` features.
+            batch_size: Samples per step.
+            lr: Adam learning rate.
+            progress: Called with the fraction of steps done.
+            init: Continue training this model (its weights, normalisation and, when it has
+                one, its ``optimizer_state``) instead of a fresh network; ``hidden`` must match.
+            epoch_offset: Epochs already trained (with ``init``): this call seeds its batch
+                order with ``seed + epoch_offset``, so a chunked run is deterministic; 0 is the
+                behaviour without it. ``params()["epochs"]`` counts them too.
+        """
         n_f = len(feature_names)
         w = np.asarray(windows, dtype=np.float32)
         if w.ndim != 3 or w.shape[2] != n_f:
@@ -359,14 +411,24 @@ class GRUModel:
         y = _check_labels(labels, w.shape[0])
         if w.shape[0] == 0:
             raise ValueError("windows must hold at least one sample, was 0")
-        flat = w.reshape(-1, n_f).astype(np.float64)
-        mean = np.nanmean(flat, axis=0).astype(np.float32)
-        std = np.nanstd(flat, axis=0).astype(np.float32)
-        mean = np.nan_to_num(mean, nan=0.0)
-        std = np.where(np.isfinite(std) & (std > 1e-6), std, 1.0).astype(np.float32)
+        if epoch_offset < 0:
+            raise ValidationError("epoch_offset", ">= 0", epoch_offset)
+        if init is not None:
+            if int(init.net.gru.hidden_size) != int(hidden) or init.window != w.shape[1]:
+                raise ValidationError(
+                    "init", f"a GRU of hidden {hidden} over windows of {w.shape[1]}",
+                    (int(init.net.gru.hidden_size), init.window),
+                )
+            mean, std = init.mean, init.std
+        else:
+            flat = w.reshape(-1, n_f).astype(np.float64)
+            mean = np.nanmean(flat, axis=0).astype(np.float32)
+            std = np.nanstd(flat, axis=0).astype(np.float32)
+            mean = np.nan_to_num(mean, nan=0.0)
+            std = np.where(np.isfinite(std) & (std > 1e-6), std, 1.0).astype(np.float32)
         params = {
             "hidden": int(hidden),
-            "epochs": int(epochs),
+            "epochs": int(epochs) + int(epoch_offset),
             "seed": int(seed),
             "batch_size": int(batch_size),
             "lr": float(lr),
@@ -374,14 +436,20 @@ class GRUModel:
             "optimizer": "adam",
         }
         with torch_threads(1):
-            torch.manual_seed(seed)
+            torch.manual_seed(seed + epoch_offset)
             net = _GRUNet(n_f, hidden)
+            if init is not None:
+                net.load_state_dict(init.net.state_dict())
             model = cls(net, mean, std, w.shape[1], feature_names, params)
             x = torch.from_numpy(model._normalise(w).astype(np.float32))
             t = torch.from_numpy(y)
             opt = torch.optim.Adam(net.parameters(), lr=lr)
+            if init is not None and init.optimizer_state is not None:
+                opt.load_state_dict(copy.deepcopy(init.optimizer_state))
+                for group in opt.param_groups:
+                    group["lr"] = lr
             loss_fn = nn.CrossEntropyLoss()
-            gen = torch.Generator().manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed + epoch_offset)
             n = x.shape[0]
             steps = epochs * ((n + batch_size - 1) // batch_size)
             done = 0
@@ -399,6 +467,7 @@ class GRUModel:
                     if progress is not None and (done % 20 == 0 or done == steps):
                         progress(done / steps)
             net.eval()
+            model.optimizer_state = opt.state_dict()
         return model
 
     def predict_proba(self, features: np.ndarray | None, windows: np.ndarray | None) -> np.ndarray:
@@ -548,8 +617,13 @@ def save_model(
     feature_spec_hash: str,
     data_span_ns: tuple[int, int],
     extra_params: Mapping[str, Any] | None = None,
+    drift_reference: Mapping[str, Any] | None = None,
 ) -> ModelRecord:
-    """Save ``model`` into ``registry`` with its metadata and return the record."""
+    """Save ``model`` into ``registry`` with its metadata and return the record.
+
+    ``drift_reference`` (feature histograms of the training data,
+    :func:`serve.drift.reference_histograms`) is stored beside the version.
+    """
     return registry.save(
         model.family,
         model.to_files(),
@@ -558,4 +632,5 @@ def save_model(
         feature_names=model.feature_names,
         data_span_ns=data_span_ns,
         params={**model.params(), **dict(extra_params or {})},
+        drift_reference=drift_reference,
     )

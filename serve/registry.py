@@ -3,6 +3,7 @@
 Layout::
 
     <root>/<family>/<version>/metadata.json   # what, from which data and code, how good
+    <root>/<family>/<version>/drift_reference.json  # optional: training feature histograms
     <root>/<family>/<version>/<artifact files>
     <root>/<family>/PRODUCTION.json           # {"version": ..., "history": [older, ...]}
     <root>/<family>/SHADOW.json               # {"version": ...}: the challenger run in shadow
@@ -33,6 +34,9 @@ from pathlib import Path
 from typing import Any
 
 METADATA_FILE = "metadata.json"
+#: Per-version drift reference (feature histograms of the training data, serve/drift.py): not
+#: an artifact file, so not part of the version hash.
+DRIFT_REFERENCE_FILE = "drift_reference.json"
 PRODUCTION_FILE = "PRODUCTION.json"
 SHADOW_FILE = "SHADOW.json"
 ENSEMBLE_FILE = "ENSEMBLE.json"
@@ -112,6 +116,23 @@ class ModelRecord:
     def read_file(self, name: str) -> bytes:
         """Return the bytes of one artifact file."""
         return (self.path / name).read_bytes()
+
+    def drift_reference(self) -> dict[str, Any] | None:
+        """Return the drift reference stored with this version, None when it has none.
+
+        Raises:
+            RegistryError: the file exists but is not a JSON object.
+        """
+        path = self.path / DRIFT_REFERENCE_FILE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RegistryError(f"{path} must be readable JSON, was {exc}") from None
+        if not isinstance(data, dict):
+            raise RegistryError(f"{path} must hold a JSON object, was {type(data).__name__}")
+        return data
 
 
 def _iso_ns(ns: int) -> str:
@@ -219,6 +240,7 @@ class ModelRegistry:
         feature_names: tuple[str, ...] | list[str] = (),
         data_span_ns: tuple[int, int] = (0, 0),
         params: Mapping[str, Any] | None = None,
+        drift_reference: Mapping[str, Any] | None = None,
     ) -> ModelRecord:
         """Save artifact files as a new version (idempotent: same bytes, same version).
 
@@ -230,6 +252,10 @@ class ModelRegistry:
             feature_names: Feature names in input order.
             data_span_ns: ``(first, last)`` ``ts_event`` of the training data.
             params: Training parameters.
+            drift_reference: Feature histograms of the training data
+                (:func:`serve.drift.reference_histograms`), written to
+                ``drift_reference.json`` beside the metadata; also added to an existing
+                version that has none.
 
         Returns:
             The record of the saved (or already present) version.
@@ -241,14 +267,21 @@ class ModelRegistry:
         if not files:
             raise ValueError("files must hold at least one artifact, was empty")
         for name in files:
-            if not _FILE_RE.match(name) or name == METADATA_FILE:
+            if not _FILE_RE.match(name) or name in (METADATA_FILE, DRIFT_REFERENCE_FILE):
                 raise ValueError(
                     f"artifact file name must match {_FILE_RE.pattern} and not be "
-                    f"{METADATA_FILE}, was {name!r}"
+                    f"{METADATA_FILE} or {DRIFT_REFERENCE_FILE}, was {name!r}"
                 )
         version = content_version(files)
         final = self.root / family / version
+        reference = (
+            (json.dumps(dict(drift_reference), sort_keys=True) + "\n").encode()
+            if drift_reference is not None
+            else None
+        )
         if (final / METADATA_FILE).is_file():
+            if reference is not None and not (final / DRIFT_REFERENCE_FILE).is_file():
+                _atomic_write(final / DRIFT_REFERENCE_FILE, reference)
             return self.get(family, version)
         record = ModelRecord(
             family=family,
@@ -271,6 +304,8 @@ class ModelRegistry:
                 (tmp / name).write_bytes(data)
             meta = {k: v for k, v in record.to_dict().items() if k != "path"}
             (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            if reference is not None:
+                (tmp / DRIFT_REFERENCE_FILE).write_bytes(reference)
             try:
                 os.rename(tmp, final)
             except OSError:

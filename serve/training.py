@@ -26,6 +26,7 @@ from rich.progress import (
 
 from cluster.config import RaydeskConfig
 from serve.dataset import TrainingSet, build_training_set
+from serve.drift import reference_histograms
 from serve.ensemble import FAMILY_INPUTS, combine
 from serve.evaluation import (
     apply_temperature,
@@ -88,6 +89,14 @@ def _metrics(
         "val_class_counts": valid.class_counts(),
         "train_time_s": round(seconds, 3),
     }
+
+
+def model_metrics(
+    probs: np.ndarray, train: TrainingSet, holdout: TrainingSet, seconds: float
+) -> dict[str, Any]:
+    """Return a model record's metrics: holdout accuracy / log loss (``val_*``), the baselines
+    (majority-class accuracy, prior log loss), sample and class counts, training seconds."""
+    return _metrics(probs, train, holdout, seconds)
 
 
 @contextmanager
@@ -270,6 +279,44 @@ def fit_ensemble(
     return FittedEnsemble(models, weights, seconds, per_model, report)
 
 
+def split_dataset(
+    cfg: RaydeskConfig, dataset: TrainingSet
+) -> tuple[TrainingSet, TrainingSet, TrainingSet]:
+    """Split ``dataset`` by time into ``(train, calibration, holdout)``, labels purged at cuts.
+
+    The first :data:`TRAIN_FRACTION` of the span trains; the rest is halved in time into the
+    calibration part and the holdout (the latest data). ``jobs.retrain`` splits the same way,
+    so its holdout is the one :func:`train_models` scored on.
+
+    Raises:
+        ValueError: fewer than :data:`MIN_SAMPLES` training samples.
+    """
+    train, valid = dataset.split_by_time(TRAIN_FRACTION)
+    if len(train) < MIN_SAMPLES:
+        raise ValueError(
+            f"training set must hold at least {MIN_SAMPLES} samples, was {len(train)}; "
+            f"raise models.train_seconds (was {cfg.models.train_seconds})"
+        )
+    calib, holdout = valid.split_by_time(0.5) if len(valid) >= 2 else (valid, valid)
+    return train, calib, holdout
+
+
+def data_params(cfg: RaydeskConfig) -> dict[str, Any]:
+    """Return the settings the training data is a function of (recorded with each model)."""
+    m = cfg.models
+    return {
+        "train_seconds": m.train_seconds,
+        "train_seed": m.train_seed,
+        "horizon": m.horizon,
+        "flat_threshold_bps": m.flat_threshold_bps,
+        "batch_interval_ms": cfg.feed.batch_interval_ms,
+        "window": cfg.features.window,
+        "book_window": cfg.features.book_window,
+        "symbols": [i.symbol for i in cfg.instruments],
+        "train_fraction": TRAIN_FRACTION,
+    }
+
+
 def train_models(
     cfg: RaydeskConfig,
     console_progress: bool = True,
@@ -308,25 +355,11 @@ def train_models(
         if dataset is None:
             dataset = build_training_set(cfg, progress=task("simulate market + features"))
         spec_hash = dataset.feature_spec_hash
-        train, valid = dataset.split_by_time(TRAIN_FRACTION)
-        if len(train) < MIN_SAMPLES:
-            raise ValueError(
-                f"training set must hold at least {MIN_SAMPLES} samples, was {len(train)}; "
-                f"raise models.train_seconds (was {m.train_seconds})"
-            )
-        calib, holdout = valid.split_by_time(0.5) if len(valid) >= 2 else (valid, valid)
-        data_params = {
-            "train_seconds": m.train_seconds,
-            "train_seed": m.train_seed,
-            "horizon": m.horizon,
-            "flat_threshold_bps": m.flat_threshold_bps,
-            "batch_interval_ms": cfg.feed.batch_interval_ms,
-            "window": cfg.features.window,
-            "book_window": cfg.features.book_window,
-            "symbols": [i.symbol for i in cfg.instruments],
-            "train_fraction": TRAIN_FRACTION,
-        }
+        train, calib, holdout = split_dataset(cfg, dataset)
         fitted = fit_ensemble(cfg, train, calib, holdout, task)
+    reference = reference_histograms(
+        train.features, train.feature_names, cfg.retrain.drift_bins
+    )
     models, weights, per_model = fitted.models, fitted.weights, fitted.holdout_probs
     ens_scores = fitted.report["ensemble"]
     records: dict[str, ModelRecord] = {}
@@ -345,7 +378,8 @@ def train_models(
             metrics=metrics,
             feature_spec_hash=spec_hash,
             data_span_ns=dataset.span_ns,
-            extra_params={"data": data_params},
+            extra_params={"data": data_params(cfg)},
+            drift_reference=reference,
         )
         records[family] = registry.promote(family, record.version)
     registry.set_ensemble(
