@@ -44,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import itertools
@@ -438,12 +439,14 @@ def run_full(
     tuner = tune.Tuner(
         trainable,
         param_space={"candidate": tune.grid_search(cands)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or 0),
+        # reuse_actors: a trial's worker keeps its imports (torch, the engines) for the next one
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or 0, reuse_actors=True),
         run_config=tune.RunConfig(
             name="tune", storage_path=str(out_dir.resolve()), verbose=0, callbacks=callbacks,
         ),
     )
-    grid = tuner.fit()
+    with contextlib.redirect_stdout(sys.stderr):  # Tune prints tables: stdout is for --json
+        grid = tuner.fit()
     out: dict[str, dict[str, Any]] = {}
     for res in grid:
         if res.error is not None or not res.metrics or "key" not in res.metrics:

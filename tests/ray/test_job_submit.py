@@ -152,3 +152,25 @@ def test_sweep_job_by_ray_job_submit(head: Head, job_config: Path, tmp_path: Pat
     assert run.name.startswith("sweep-") and best["metrics"]["steps"] > 0
     assert (run / "best.yaml").exists() and (run / "results.csv").exists()
     assert (run / "trials" / best["key"] / "journal.log").exists()
+
+
+def test_retrain_job_by_ray_job_submit(
+    head: Head, job_config: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    registry = tmp_path / "models"  # a copy: promotions must not touch the session's registry
+    shutil.copytree(model_dir, registry)
+    data = yaml.safe_load(job_config.read_text())
+    data["models"]["registry_path"] = str(registry)
+    data["retrain"].update(families=["lgbm"], samples=2, boost_rounds=[40, 60],
+                           rounds_per_report=20)
+    cfg = tmp_path / "retrain.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    _submit(head, "jobs.retrain", "--config", str(cfg), "--storage", str(tmp_path / "runs"),
+            "--no-progress")
+    (run,) = (tmp_path / "runs").iterdir()
+    out = json.loads((run / "retrain.json").read_text())
+    assert run.name.startswith("retrain-") and set(out["families"]) == {"lgbm"}
+    decision = out["families"]["lgbm"]
+    assert isinstance(decision["promoted"], bool)
+    # the challenger is in the copied registry, whatever the decision
+    assert (registry / "lgbm" / decision["challenger"]["version"]).is_dir()
