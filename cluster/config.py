@@ -467,6 +467,13 @@ class RetrainConfig(Strict):
     reduction_factor: float = Field(
         2.0, gt=1, description="ASHA: 1/reduction_factor of the trials go on at each rung."
     )
+    min_improvement: float = Field(
+        0.002,
+        ge=0,
+        allow_inf_nan=False,
+        description="Promotion margin: a challenger is promoted only when its holdout log loss "
+        "is below the champion's minus this (0 = any strict improvement).",
+    )
     drift_bins: int = Field(
         10, ge=2, le=100, description="Quantile bins per feature of the stored drift reference."
     )

@@ -22,17 +22,20 @@ For every family (``retrain.families``, default ``models.families``):
    on the calibration part, then it and the production model (the champion) are scored on the
    same holdout. The challenger is saved to the registry (with its holdout metrics, trial
    parameters, feature spec hash and drift reference) and promoted only when its holdout log
-   loss is strictly lower (a tie keeps the champion; a family without a usable champion is
-   promoted). When any family was promoted, the ensemble weights are refitted on the
-   calibration part for the production versions (as ``train_models`` does) and written to
-   ``ENSEMBLE.json``.
+   loss is lower than the champion's by more than ``retrain.min_improvement`` (the promotion
+   margin: a tie or a gain within the margin keeps the champion, so noise does not churn
+   versions; a family without a usable champion is promoted). When any family was promoted,
+   the ensemble weights are refitted on the calibration part for the production versions (as
+   ``train_models`` does) and written to ``ENSEMBLE.json``.
 5. **Hot swap.** Serve model replicas that follow the registry (no pinned version) poll the
    production pointer every ``models.registry_poll_s`` and swap the promoted version in without
-   a restart.
+   a restart; the ensemble ingress, when it serves the fitted weights (``models.weights:
+   null``), reloads ``ENSEMBLE.json`` within the same period.
 
 Everything goes to ``<storage>/<run id>/``: ``config.yaml``, ``tune/<family>/`` and, once done,
 ``retrain.json`` (per family: champion and challenger versions and holdout scores, the
-decision, trials, best parameters, seconds). The run id is ``retrain-<config hash>-<n>``.
+promotion margin, the decision, trials, best parameters, seconds). The run id is
+``retrain-<config hash>-<n>``.
 
 ``--if-drift`` first checks drift (:mod:`serve.drift`): feature shift of a ``features.parquet``
 (``jobs.build_dataset``) against each production model's stored histograms, and accuracy decay
@@ -169,18 +172,19 @@ def decide(
         drift_reference=reference,
     )
     champ_loss = (champion or {}).get("holdout") and champion["holdout"]["log_loss"]
+    margin = float(cfg.retrain.min_improvement)
     if champion is not None and record.version == champion["version"]:
         promoted, decision = False, "challenger is the champion (same version): nothing to do"
     elif champ_loss is None:
         promoted, decision = True, f"promoted: {why}"
-    elif ch_scores["log_loss"] < champ_loss:
+    elif ch_scores["log_loss"] < champ_loss - margin:
         promoted = True
         decision = (f"promoted: challenger holdout log loss {ch_scores['log_loss']:.6f} < "
-                    f"champion {champ_loss:.6f}")
+                    f"champion {champ_loss:.6f} - margin {margin:g}")
     else:
         promoted = False
         decision = (f"kept champion: challenger holdout log loss {ch_scores['log_loss']:.6f} >= "
-                    f"champion {champ_loss:.6f}")
+                    f"champion {champ_loss:.6f} - margin {margin:g}")
     if promoted:
         registry.promote(family, record.version)
     return {
@@ -195,6 +199,7 @@ def decide(
             "best_units": tuned.best["best_units"],
         },
         "promoted": promoted,
+        "min_improvement": margin,
         "decision": decision,
         "production": getattr(registry.production(family), "version", None),
         "trials": tuned.trials,
@@ -429,6 +434,7 @@ def retrain(
         "registry": str(Path(cfg.models.registry_path).expanduser().resolve()),
         "families": out_families,
         "promoted": promoted,
+        "min_improvement": float(cfg.retrain.min_improvement),
         "ensemble": ensemble,
         "data": {
             "n_train": len(train),

@@ -11,7 +11,11 @@
 Each model deployment batches its calls with ``@serve.batch``. The families deployed are
 ``families`` (default all five); a family with weight 0 is deployed but not called, so a
 ``reconfigure`` can bring it in without a redeploy. ``weights`` default to those fitted on
-validation data at training (the registry's ``ENSEMBLE.json``).
+validation data at training (the registry's ``ENSEMBLE.json``); an app deployed that way
+(``weights`` None) follows the registry: the ingress checks ``ENSEMBLE.json`` every
+``registry_poll_s`` and applies the weights that ``python -m jobs.retrain`` refits after a
+promotion. Explicit weights (``weights`` given, or pushed in the ingress ``user_config``) are
+never replaced by the registry's.
 
 The import path is ``serve.app:build_app``; nothing runs at import time. Hot changes go through
 ``user_config`` (``reconfigure``): the ensemble weights and deadline on the ingress, the model
@@ -58,7 +62,7 @@ from serve.ensemble import (
     fallback_probs,
     normalise_weights,
 )
-from serve.registry import ModelRecord, ModelRegistry
+from serve.registry import ENSEMBLE_FILE, ModelRecord, ModelRegistry
 from serve.shadow import ShadowLog
 
 logger = logging.getLogger("ray.serve")
@@ -73,6 +77,8 @@ LOAD_ERROR_METRIC = "raydesk_model_load_errors"
 SHADOW_ERROR_METRIC = "raydesk_shadow_errors"
 SHADOW_PREDICTIONS_METRIC = "raydesk_shadow_predictions"
 SHADOW_DISAGREEMENTS_METRIC = "raydesk_shadow_disagreements"
+WEIGHT_RELOAD_METRIC = "raydesk_ensemble_weight_reloads"
+WEIGHT_RELOAD_ERROR_METRIC = "raydesk_ensemble_weight_reload_errors"
 SHADOW_FLUSH_S = 0.5  # the ingress appends queued shadow rows to its log this often
 LATENCY_BOUNDARIES_MS = [0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 2500]
 #: Serve deployment name of each family's model deployment.
@@ -106,6 +112,36 @@ def _valid_weights(cls: type, v: dict[str, float]) -> dict[str, float]:
     _check_families("weights", v)
     normalise_weights(v)
     return v
+
+
+def fitted_weights(record: dict[str, Any] | None, families: list[str]) -> dict[str, float]:
+    """Return the weights to serve for a registry ensemble record (``ENSEMBLE.json``).
+
+    The record's weights restricted to ``families``; equal weights over ``families`` when the
+    record is missing or gives them no positive weight.
+
+    Args:
+        record: :meth:`~serve.registry.ModelRegistry.ensemble` (None: no fitted weights).
+        families: The deployed families.
+    """
+    fitted = (record or {}).get("weights") or {}
+    w = {f: float(v) for f, v in fitted.items() if f in families}
+    if w and sum(w.values()) > 0:
+        return w
+    return {f: 1.0 for f in families}
+
+
+def ensemble_stamp(registry_root: Path) -> tuple[int, int, int] | None:
+    """Return a cheap change stamp of the registry's ``ENSEMBLE.json`` (one ``stat``).
+
+    ``(inode, mtime_ns, size)``, None when the file is missing; the registry replaces the file
+    by rename, so every write changes the stamp.
+    """
+    try:
+        st = (registry_root / ENSEMBLE_FILE).stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 class AppArgs(BaseModel):
@@ -183,11 +219,7 @@ class AppArgs(BaseModel):
         (restricted to ``families``), else equal weights over ``families``."""
         if self.weights is not None:
             return dict(self.weights)
-        fitted = ModelRegistry(self.registry_path).ensemble() or {}
-        w = {f: float(v) for f, v in (fitted.get("weights") or {}).items() if f in self.families}
-        if w and sum(w.values()) > 0:
-            return w
-        return {f: 1.0 for f in self.families}
+        return fitted_weights(ModelRegistry(self.registry_path).ensemble(), self.families)
 
     def model_user_config(self, family: str) -> dict[str, Any]:
         """Return the ``user_config`` of one model deployment."""
@@ -198,9 +230,14 @@ class AppArgs(BaseModel):
         }
 
     def ingress_user_config(self) -> dict[str, Any]:
-        """Return the ``user_config`` of the ingress (with its colocated families' configs)."""
+        """Return the ``user_config`` of the ingress (with its colocated families' configs).
+
+        Without explicit ``weights`` the ingress follows the registry's fitted weights
+        (``weights_from_registry``); ``weights`` holds those of the time of the call.
+        """
         return {
             "weights": self.resolved_weights(),
+            "weights_from_registry": self.weights is None,
             "deadline_ms": self.deadline_ms,
             "models": {f: self.model_user_config(f) for f in self.colocate},
         }
@@ -222,6 +259,13 @@ class IngressUserConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     weights: dict[str, float] = Field(description="Ensemble weight per family.")
+    weights_from_registry: bool = Field(
+        False,
+        description="Follow the registry's fitted weights (ENSEMBLE.json, restricted to the "
+        "deployed families): read at reconfigure and again whenever the file changes, checked "
+        "every registry_poll_s; `weights` serve only while the registry cannot be read. "
+        "False: `weights` are explicit and the registry never replaces them.",
+    )
     deadline_ms: float = Field(250.0, gt=0, description="Default per-request deadline, ms.")
     models: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
@@ -553,10 +597,23 @@ class EnsembleIngress:
     :class:`ModelDeployment` object (same loading, registry polling, shadow and
     ``@serve.batch``), called without a handle hop.
 
+    With ``weights_from_registry`` in its ``user_config`` the ingress follows the registry's
+    fitted weights like model replicas follow production: a background task on the replica's
+    event loop checks ``ENSEMBLE.json`` (one ``stat``) every ``registry_poll_s`` and, on a
+    change, reads it in a worker thread and swaps the weights (restricted to the deployed
+    families) in with one assignment. Weights fitted for versions other than the registry's
+    production ones are applied and logged
+    (``raydesk_ensemble_weight_reloads{versions="other"}``); an unreadable file keeps the old
+    weights and counts ``raydesk_ensemble_weight_reload_errors``. Explicit weights
+    (``weights_from_registry`` false) stop the following at once and are never overwritten by
+    a poll.
+
     Args:
         handles: Family → handle of its :class:`ModelDeployment`.
         shadow_log_dir: Directory of the shadow log (None = no log).
         colocated: ``{"families": [...], "registry_path", "num_gpus", "registry_poll_s"}``.
+        registry_path: Model registry root whose fitted weights to follow (None = never).
+        registry_poll_s: How often to check the fitted weights for a change, s (0 = never).
     """
 
     def __init__(
@@ -564,6 +621,8 @@ class EnsembleIngress:
         handles: dict[str, DeploymentHandle],
         shadow_log_dir: str | None = None,
         colocated: dict[str, Any] | None = None,
+        registry_path: str | None = None,
+        registry_poll_s: float = 0.0,
     ) -> None:
         _check_families("handles", handles)
         self._handles: dict[str, DeploymentHandle] = dict(handles)
@@ -612,10 +671,41 @@ class EnsembleIngress:
             description="Shadow predictions whose most likely class differs from the champion's.",
             tag_keys=("family",),
         )
+        # following the registry's fitted weights (reconfigure runs in Serve's threadpool)
+        self._registry = ModelRegistry(registry_path) if registry_path else None
+        self._weights_poll_s = float(registry_poll_s)
+        self._weights_lock = threading.Lock()
+        self._follow = False
+        self._ensemble_stamp: tuple[int, int, int] | None = None
+        self._fitted_versions: dict[str, str] | None = None
+        self._weight_reload_count = 0
+        self._weight_error_count = 0
+        self._weights_poller: asyncio.Task[None] | None = None
+        self._weight_reloads = Counter(
+            WEIGHT_RELOAD_METRIC,
+            description="Ensemble weights reloaded from the registry's ENSEMBLE.json "
+            "(versions: production = fitted for the production versions, other = for other "
+            "versions, none = no file: equal weights).",
+            tag_keys=("versions",),
+        )
+        self._weight_reload_errors = Counter(
+            WEIGHT_RELOAD_ERROR_METRIC,
+            description="Registry ensemble weights that could not be applied (old weights kept).",
+        )
+        self._start_weights_poller()  # Serve runs __init__ on the replica's event loop
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Apply ``{"weights": {family: w}, "deadline_ms": float}``."""
+        """Apply ``{"weights": {family: w}, "weights_from_registry": bool, "deadline_ms": float,
+        "models": {family: model user_config}}``.
+
+        With ``weights_from_registry`` the registry's current fitted weights are applied at
+        once (``weights`` only when the registry cannot be read) and followed afterwards;
+        without it ``weights`` are applied and kept.
+        """
         cfg = IngressUserConfig.model_validate(user_config or {})
+        if cfg.weights_from_registry and self._registry is None:
+            raise ValueError("weights_from_registry must be false without a registry_path, "
+                             "was true")
         served = sorted([*self._handles, *self._local])
         unknown = sorted(set(cfg.weights) - set(served))
         if unknown:
@@ -627,9 +717,82 @@ class EnsembleIngress:
             )
         for family, model_cfg in cfg.models.items():
             self._local[family].reconfigure(model_cfg)
-        self._weights = normalise_weights(cfg.weights)
+        with self._weights_lock:  # a poll in flight sees the new mode before it applies
+            self._follow = cfg.weights_from_registry
+            self._weights = normalise_weights(cfg.weights)
+            self._fitted_versions = None
+            self._ensemble_stamp = None
         self._deadline_ms = cfg.deadline_ms
-        logger.info("ensemble weights %s deadline %.1f ms", self._weights, self._deadline_ms)
+        if cfg.weights_from_registry:
+            self._reload_weights()
+        logger.info("ensemble weights %s (%s) deadline %.1f ms", self._weights,
+                    "from registry" if self._follow else "explicit", self._deadline_ms)
+
+    # following the registry's fitted weights -------------------------------------------------
+    def _start_weights_poller(self) -> None:
+        """Start the ENSEMBLE.json poll on the running event loop (once; no-op without one)."""
+        if self._registry is None or self._weights_poll_s <= 0 or self._weights_poller is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop (threadpool method, plain unit test)
+            return
+        self._weights_poller = loop.create_task(self._poll_weights())
+
+    async def _poll_weights(self) -> None:
+        assert self._registry is not None
+        while True:
+            await asyncio.sleep(self._weights_poll_s)
+            if not self._follow:
+                continue
+            try:
+                if ensemble_stamp(self._registry.root) != self._ensemble_stamp:
+                    await asyncio.to_thread(self._reload_weights)
+            except Exception:  # keep polling whatever happens; _reload_weights logs and counts
+                logger.exception("ensemble weights poll failed")
+
+    def _reload_weights(self) -> bool:
+        """Apply the registry's fitted weights if this replica follows them.
+
+        Returns:
+            True when weights were applied; False when not following (explicit weights won) or
+            the file could not be used (old weights kept, logged and counted).
+        """
+        assert self._registry is not None
+        served = sorted([*self._handles, *self._local])
+        with self._weights_lock:
+            if not self._follow:
+                return False
+            self._ensemble_stamp = ensemble_stamp(self._registry.root)  # before reading
+            try:
+                record = self._registry.ensemble()
+                weights = normalise_weights(fitted_weights(record, served))
+                fitted_for = {
+                    str(f): str(v) for f, v in ((record or {}).get("versions") or {}).items()
+                    if f in weights and weights[f] > 0
+                }
+                production = {
+                    f: getattr(self._registry.production(f), "version", None) for f in fitted_for
+                }
+            except Exception as exc:
+                self._weight_reload_errors.inc()
+                self._weight_error_count += 1
+                logger.warning("ensemble weights reload failed, old weights %s kept: %s",
+                               self._weights, exc)
+                return False
+            changed = weights != self._weights
+            self._weights = weights  # one assignment: predict reads it once per request
+            self._fitted_versions = fitted_for if record else None
+        kind = "none" if not record else "production" if fitted_for == production else "other"
+        self._weight_reloads.inc(tags={"versions": kind})
+        self._weight_reload_count += 1
+        if kind == "other":
+            logger.warning("ensemble weights %s from the registry were fitted for versions %s, "
+                           "production is %s: applied anyway", weights, fitted_for, production)
+        elif changed:
+            logger.info("ensemble weights %s from the registry (fitted for %s)",
+                        weights, fitted_for)
+        return True
 
     def check_health(self) -> None:
         """Raise when the configuration is unusable or a colocated family has no model."""
@@ -643,9 +806,18 @@ class EnsembleIngress:
         return {f: local.describe() for f, local in self._local.items()}
 
     def config(self) -> dict[str, Any]:
-        """Return the current weights, default deadline, process id and shadow log path."""
+        """Return the current weights and where they come from (``weights_from_registry``,
+        the versions they were fitted for, reloads, reload errors), the default deadline,
+        process id, shadow log path and colocated families."""
         return {
             "weights": dict(self._weights),
+            "weights_from_registry": self._follow,
+            "weights_fitted_for": dict(self._fitted_versions or {}) or None,
+            "weights_polling": (
+                self._weights_poller is not None and not self._weights_poller.done()
+            ),
+            "weight_reloads": self._weight_reload_count,
+            "weight_reload_errors": self._weight_error_count,
             "deadline_ms": self._deadline_ms,
             "pid": os.getpid(),
             "shadow_log": str(self._shadow_log.path) if self._shadow_log else None,
@@ -716,6 +888,8 @@ class EnsembleIngress:
             ValueError: a malformed request (naming the field, rule and value).
         """
         t0 = time.perf_counter_ns()
+        if self._weights_poller is None:
+            self._start_weights_poller()
         weights = {f: v for f, v in self._weights.items() if v > 0}
         fields = tuple(dict.fromkeys(FAMILY_INPUTS[f] for f in weights))
         ids, arrays, deadline_ms = validate_request(request, fields)
@@ -859,4 +1033,4 @@ def build_app(args: dict[str, Any]) -> Application:
     ).bind(handles, shadow_dir, {
         "families": list(a.colocate), "registry_path": registry, "num_gpus": a.num_gpus,
         "registry_poll_s": a.registry_poll_s,
-    })
+    }, registry, a.registry_poll_s)

@@ -96,8 +96,11 @@ def serve_app_config(
     Args:
         cfg: The config.
         name: Application name.
-        weights: Ensemble weights (default ``models.weights``; when that is None, the
-            registry's fitted weights at the time of the call).
+        weights: Ensemble weights (default ``models.weights``). Given either way they are
+            explicit (``weights_from_registry: false``): the ingress keeps them. When both
+            are None the ingress ``user_config`` has the registry's fitted weights of the time
+            of the call and ``weights_from_registry: true``: the ingress follows the weights a
+            retrain refits.
         versions: Family → version over ``models.versions`` (None = production, missing =
             as ``models.versions``).
         deadline_ms: Default per-request deadline (default ``models.deadline_ms``).

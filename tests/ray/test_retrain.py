@@ -149,6 +149,12 @@ def test_retrain_promotes_better_challengers_and_serve_hot_swaps_them(
         assert lg["challenger"]["holdout"]["n"] == len(holdout) == result["data"]["n_holdout"]
         assert lg["challenger"]["holdout"]["log_loss"] < lg["champion"]["holdout"]["log_loss"]
         assert lg["promoted"] and lg["decision"].startswith("promoted: challenger")
+        # promoted by more than the margin, which is recorded
+        margin = cfg.retrain.min_improvement
+        assert margin > 0 and lg["min_improvement"] == result["min_improvement"] == margin
+        assert lg["challenger"]["holdout"]["log_loss"] < (
+            lg["champion"]["holdout"]["log_loss"] - margin
+        )
         assert xg["champion"] is None and xg["promoted"]
         assert xg["decision"] == "promoted: no production model"
         assert result["promoted"] == ["lgbm", "xgboost"]
@@ -214,6 +220,30 @@ def test_retrain_keeps_a_champion_that_scores_better_on_the_holdout(
     )
     assert out["promoted"] == [] and out["ensemble"] is None
     assert registry.ensemble() == before  # weights are refitted only after a promotion
+
+
+def test_retrain_keeps_the_champion_when_the_gain_is_within_the_margin(
+    ray_cluster: Any, data: dict[str, Any]
+) -> None:
+    tmp, ds = data["tmp"], data["dataset"]
+    # a single-tree champion against a 20-tree challenger, with a margin no gain can clear
+    # (3 classes: a log loss gain is at most the champion's own loss, about 1.1 here)
+    cfg = _config(tmp, "margin", samples=1, boost_rounds=[20, 20], rounds_per_report=20,
+                  boost_learning_rate=[0.1, 0.1], min_improvement=5.0)
+    cfg = rt.retrain_config(cfg, families=["lgbm"])
+    weak = train_models(cfg.with_overrides(models={"families": ["lgbm"], "lgbm_trees": 1}),
+                        console_progress=False, dataset=ds)["lgbm"]
+    registry = ModelRegistry(cfg.models.registry_path)
+
+    out = rt.run(cfg, dataset=ds, progress=False)["retrain"]
+
+    lg = out["families"]["lgbm"]
+    champ_loss = lg["champion"]["holdout"]["log_loss"]
+    assert lg["challenger"]["holdout"]["log_loss"] < champ_loss < 5.0  # better, within margin
+    assert not lg["promoted"] and lg["decision"].startswith("kept champion")
+    assert "margin 5" in lg["decision"]
+    assert lg["min_improvement"] == out["min_improvement"] == 5.0
+    assert registry.production("lgbm").version == weak.version and out["promoted"] == []
 
 
 # --- resume -----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import time
 import urllib.error
@@ -18,10 +19,11 @@ import pytest
 from cluster.config import RaydeskConfig, load_config
 from serve.app import DEPLOYMENT_NAMES
 from serve.dataset import build_training_set
-from serve.ensemble import FALLBACK_PROBS, FAMILY_INPUTS, combine
+from serve.ensemble import FALLBACK_PROBS, FAMILY_INPUTS, combine, normalise_weights
 from serve.models import LGBMModel, load_from_registry, save_model
 from serve.registry import ModelRegistry
 from serve.training import train_models
+from tests.conftest import small_config
 
 pytestmark = pytest.mark.ray
 
@@ -469,3 +471,153 @@ def test_colocated_families_run_in_the_ingress_and_follow_the_registry(
     finally:
         reg.rollback("lgbm")
         _redeploy(cfg)
+
+
+# --- the ingress follows the registry's refitted weights ------------------------------------
+WEIGHTS_APP = "ensemble-weights"
+
+
+def _weights_config(tmp_path: Path, model_dir: Path, **models: Any) -> RaydeskConfig:
+    """A copy of the session's registry under ``tmp_path`` and a two-family app config on it:
+    lgbm colocated in the ingress, xgboost in a deployment of its own; fast registry polls."""
+    shutil.copytree(model_dir, tmp_path / "models")
+    return small_config(tmp_path, models={
+        "families": ["lgbm", "xgboost"], "colocate": ["lgbm"], "weights": None,
+        "registry_poll_s": 0.1, "deadline_ms": 10_000.0, **models,
+    })
+
+
+def _serve_running() -> None:
+    """Start Serve (HTTP on a free local port) unless an earlier test started it."""
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    if _get_global_client(raise_if_no_controller_running=False) is None:
+        serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+
+
+def _apply_declaratively(cfg: RaydeskConfig, **overrides: Any) -> None:
+    """Deploy (or hot-reconfigure) the app the way ``serve deploy`` / a RayService does."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve.client import serve_app_config
+
+    entry = {**serve_app_config(cfg, name=WEIGHTS_APP, **overrides), "route_prefix": "/weights"}
+    _get_global_client().deploy_apps(ServeDeploySchema(applications=[entry]), _blocking=True)
+
+
+def _weights_ingress() -> dict[str, Any]:
+    from ray import serve
+
+    handle = serve.get_deployment_handle("EnsembleIngress", app_name=WEIGHTS_APP)
+    return handle.config.remote().result(timeout_s=30)
+
+
+def _production(reg: ModelRegistry) -> dict[str, str]:
+    return {f: reg.production(f).version for f in ("lgbm", "xgboost")}
+
+
+def _features(reg: ModelRegistry, n: int = 6) -> np.ndarray:
+    """Random rows with the lgbm model's feature count (only the weighting is checked)."""
+    model, _ = load_from_registry(reg, "lgbm")
+    rng = np.random.default_rng(3)
+    return rng.normal(size=(n, len(model.feature_names))).astype(np.float32)
+
+
+def test_ingress_follows_refitted_weights_until_explicit_weights_are_pushed(
+    ray_cluster: Any, model_dir: Path, tmp_path: Path
+) -> None:
+    from ray import serve
+
+    # Arrange: an app that serves the fitted weights (models.weights: null)
+    cfg = _weights_config(tmp_path, model_dir)
+    reg = ModelRegistry(cfg.models.registry_path)
+    fitted = reg.ensemble()["weights"]
+    _serve_running()
+    _apply_declaratively(cfg)
+    try:
+        before = _weights_ingress()
+        assert before["weights_from_registry"] and before["weights_polling"]
+        assert before["weights"] == pytest.approx(
+            normalise_weights({f: fitted[f] for f in ("lgbm", "xgboost")})
+        )
+
+        # Act: a retrain refits the weights (gru is not deployed here: left out)
+        t0 = time.perf_counter()
+        reg.set_ensemble({"lgbm": 3.0, "xgboost": 1.0, "gru": 5.0}, {
+            **_production(reg), "gru": "0000gru00000"})
+        seen = _until(_weights_ingress, lambda c: c["weight_reloads"] > before["weight_reloads"])
+        follow_s = time.perf_counter() - t0
+        x = _features(reg)
+        out = serve.get_app_handle(WEIGHTS_APP).predict.remote({"features": x}).result(
+            timeout_s=60)
+
+        # Assert: applied in the same replica, and predict combines with them
+        assert seen["weights"] == pytest.approx({"lgbm": 0.75, "xgboost": 0.25})
+        assert seen["weights_fitted_for"] == _production(reg)
+        assert seen["pid"] == before["pid"] and seen["weight_reload_errors"] == 0
+        assert set(out["per_model"]) == {"lgbm", "xgboost"} and not out["fallback"]
+        np.testing.assert_allclose(
+            out["probs"], combine(out["per_model"], {"lgbm": 3.0, "xgboost": 1.0})
+        )
+        print(f"refitted weights seen by the ingress after {follow_s:.2f}s")
+
+        # weights fitted for versions that are not served are still applied (and logged)
+        stale = {"lgbm": "0ld0ld0ld0ld", "xgboost": _production(reg)["xgboost"]}
+        reg.set_ensemble({"lgbm": 1.0, "xgboost": 4.0}, stale)
+        seen = _until(_weights_ingress, lambda c: c["weights_fitted_for"] == stale)
+        assert seen["weights"] == pytest.approx({"lgbm": 0.2, "xgboost": 0.8})
+
+        # an unreadable file keeps the weights and is counted
+        bad = Path(cfg.models.registry_path) / "ENSEMBLE.json.tmp-test"
+        bad.write_text("{not json")
+        bad.replace(Path(cfg.models.registry_path) / "ENSEMBLE.json")
+        broken = _until(_weights_ingress, lambda c: c["weight_reload_errors"] == 1)
+        assert broken["weights"] == pytest.approx({"lgbm": 0.2, "xgboost": 0.8})
+
+        # Act: explicit weights pushed through user_config (a declarative hot change)
+        _apply_declaratively(cfg, weights={"lgbm": 1.0, "xgboost": 1.0})
+        explicit = _until(_weights_ingress, lambda c: not c["weights_from_registry"])
+        reg.set_ensemble({"lgbm": 9.0, "xgboost": 1.0}, _production(reg))
+        time.sleep(15 * cfg.models.registry_poll_s)  # many polls later
+        after = _weights_ingress()
+
+        # Assert: the explicit weights win, in the same replica that kept polling
+        assert explicit["weights"] == pytest.approx({"lgbm": 0.5, "xgboost": 0.5})
+        assert after["weights"] == pytest.approx({"lgbm": 0.5, "xgboost": 0.5})
+        assert after["weight_reloads"] == explicit["weight_reloads"]
+        assert after["weights_polling"] and after["pid"] == before["pid"]
+    finally:
+        serve.delete(WEIGHTS_APP)
+
+
+def test_app_with_explicit_model_weights_never_takes_the_registry_weights(
+    ray_cluster: Any, model_dir: Path, tmp_path: Path
+) -> None:
+    from ray import serve
+
+    from serve.app import build_app
+    from serve.client import app_args_from_config
+
+    # Arrange: models.weights set in the config
+    cfg = _weights_config(tmp_path, model_dir, weights={"lgbm": 1.0, "xgboost": 3.0})
+    reg = ModelRegistry(cfg.models.registry_path)
+    _serve_running()
+    serve.run(build_app(app_args_from_config(cfg)), name=WEIGHTS_APP, route_prefix="/weights")
+    try:
+        before = _weights_ingress()
+
+        # Act: a retrain refits the weights
+        reg.set_ensemble({"lgbm": 5.0, "xgboost": 1.0}, _production(reg))
+        time.sleep(15 * cfg.models.registry_poll_s)
+        after = _weights_ingress()
+
+        # Assert
+        assert not before["weights_from_registry"] and after["weights_polling"]
+        assert after["weights"] == before["weights"] == pytest.approx(
+            {"lgbm": 0.25, "xgboost": 0.75}
+        )
+        assert after["weight_reloads"] == 0 and after["weights_fitted_for"] is None
+    finally:
+        serve.delete(WEIGHTS_APP)
