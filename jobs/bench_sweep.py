@@ -7,7 +7,8 @@ timed from ``Tuner.fit()`` to its return (trial start-up included, the driver's 
 training and tape excluded), after one throwaway trial on its own Ray (one-time machine costs:
 numba's on-disk cache, the page cache). Trials reuse their worker process (``reuse_actors``),
 as ``jobs.sweep`` runs them. The coarse mode's speed (candidates re-traded per second on the
-tape of one replay, one CPU) is reported alongside.
+tape of one replay, one CPU) is reported alongside, and the trading loop's wall time for the
+same replay in one process and through the Ray topology (actors and Serve, 2 CPUs).
 """
 
 from __future__ import annotations
@@ -92,6 +93,19 @@ def bench_sweep(
             finally:
                 ray.shutdown()
             rates[cpus] = len(cands) / (walls[cpus] / 60.0)
+        # the same replay through the Ray topology (actors + Serve), for the in-process speedup
+        import json
+
+        from cluster.runner import run_pipeline
+
+        inproc = json.loads((root / "tape" / "tape" / "summary.json").read_text())["wall_s"]
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 namespace="raydesk-bench")
+        try:
+            through_ray = run_pipeline(parse_config(base, "bench base"), replay=True,
+                                       run_id="through-ray")["wall_s"]
+        finally:
+            ray.shutdown()
     return {
         "trials_per_min_1cpu": round(rates[1], 2),
         "trials_per_min_2cpu": round(rates[2], 2),
@@ -104,6 +118,9 @@ def bench_sweep(
         "wall_s_1cpu": round(walls[1], 2),
         "wall_s_2cpu": round(walls[2], 2),
         "one_replay_in_driver_s": round(tape_s, 2),
+        "replay_loop_s_in_process": inproc,
+        "replay_loop_s_ray_topology": through_ray,
+        "in_process_speedup": round(through_ray / inproc, 2) if inproc else None,
         "coarse_candidates_per_s": round(len(configs) / coarse_s, 1) if coarse_s > 0 else None,
         "machine": _machine(),
     }
