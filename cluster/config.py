@@ -947,6 +947,9 @@ class SweepConfig(Strict):
                 )
             if not isinstance(values, list) or not values:
                 raise ValueError(f"space.{key} must be a non-empty list, was {values!r}")
+            seen = [json.dumps(x, sort_keys=True) for x in values]
+            if len(set(seen)) != len(seen):
+                raise ValueError(f"space.{key} must not repeat a value, was {values!r}")
         return v
 
 

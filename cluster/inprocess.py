@@ -152,6 +152,7 @@ def build_local_topology(
             f"ray.max_restarts must be 0 for an in-process replay, was {cfg.ray.max_restarts}"
         )
     cfg_dict = cfg.model_dump(mode="json")
+    ensemble = local_ensemble(cfg)  # first: a model that fails to load leaves nothing open
     feed = FeedActor(cfg_dict, True, start_ns)
     symbols = {
         ic.symbol: LocalHandle(
@@ -183,12 +184,14 @@ def build_local_topology(
         risk=LocalHandle(risk, copy),
         execution=execution,
         journal=LocalHandle(journal, copy),
-        ensemble=LocalHandle(local_ensemble(cfg), copy),
+        ensemble=LocalHandle(ensemble, copy),
         journal_stats={},
     )
 
 
 async def close_local_topology(topo: LocalTopology) -> None:
     """Close the journal (drains its sinks) and stop the feed."""
-    topo.journal_stats = await topo.journal.close.remote()
-    await topo.feed.stop.remote()
+    try:
+        topo.journal_stats = await topo.journal.close.remote()
+    finally:
+        await topo.feed.stop.remote()

@@ -161,7 +161,7 @@ def fold_plan(
         ConfigError: the span is too short for the folds, warm-up, purge and embargo.
     """
     sw = cfg.sweep
-    warm = math.ceil(sw.warmup_s / step_s)
+    warm = math.ceil(sw.warmup_s / step_s - 1e-9)
     purge_s = sw.purge_s if sw.purge_s is not None else cfg.models.horizon * step_s
     purge = math.ceil(purge_s / step_s - 1e-9)
     embargo = math.ceil(sw.embargo_s / step_s - 1e-9)
@@ -242,20 +242,24 @@ def score(
 def objective_value(s: Mapping[str, Any], objective: str) -> float:
     """The ranking value of a score.
 
-    A ratio without a denominator (None) ranks as 0 when the equity did not move at all
-    (no trading: nothing gained, nothing risked), else last (-inf).
+    A ratio without a denominator (None: no volatility, no losing step or no drawdown) ranks
+    by the sign of the total return: first when it gained, 0 when the equity never moved,
+    last when it lost.
     """
     v = s.get(objective)
     if v is None or not math.isfinite(v):
-        return 0.0 if s.get("total_return") == 0.0 and s.get("max_drawdown") == 0.0 else -math.inf
+        total = s.get("total_return") or 0.0
+        return math.inf if total > 0 else (-math.inf if total < 0 else 0.0)
     return float(v)
 
 
 def fold_scores(
     returns: np.ndarray, folds: Sequence[Fold], span: tuple[int, int], step_s: float
 ) -> dict[str, Any]:
-    """Scores of one candidate: the whole scored span and every fold's train and test."""
+    """Scores of one candidate: every step (``whole``: the backtest's own numbers), the scored
+    span (after the warm-up) and every fold's train and test."""
     return {
+        "whole": score(returns, [(0, int(returns.size))], step_s),
         "span": score(returns, [span], step_s),
         "folds": [
             {"fold": f.index, "train": score(returns, f.train, step_s),
@@ -404,12 +408,17 @@ def _trial(config: dict[str, Any], base: dict[str, Any], trials_dir: str,
     t0 = time.perf_counter()
     out = full_replay(cfg, Path(trials_dir) / candidate_key(cand))
     fl = [Fold(f["index"], tuple(map(tuple, f["train"])), tuple(f["test"])) for f in folds]
+    if len(out["equity"]) != span[1]:
+        raise RuntimeError(f"a trial's replay must have the tape's {span[1]} steps, was "
+                           f"{len(out['equity'])} (candidate {cand})")
     returns = step_returns(out["equity"], cfg.risk.capital)
+    run_dir = Path(trials_dir) / candidate_key(cand)
+    np.save(run_dir / "returns.npy", returns)  # the series stays out of Tune's results
     scores = fold_scores(returns, fl, tuple(span), step_s)
     tune.report({
         "key": candidate_key(cand),
         "scores": json.dumps(scores),
-        "returns": json.dumps(returns.tolist()),
+        "returns": str(run_dir / "returns.npy"),
         "metrics": json.dumps({k: out["metrics"].get(k) for k in REPRODUCED}),
         "seconds": time.perf_counter() - t0,
     })
@@ -453,7 +462,7 @@ def run_full(
             raise RuntimeError(f"sweep trial {res.config.get('candidate')} failed: {res.error}")
         m = res.metrics
         out[m["key"]] = {"scores": json.loads(m["scores"]), "metrics": json.loads(m["metrics"]),
-                         "returns": json.loads(m["returns"]), "seconds": m["seconds"]}
+                         "returns": np.load(m["returns"]), "seconds": m["seconds"]}
     return out
 
 
@@ -574,8 +583,8 @@ def run_sweep(
         if started_ray:
             ray.shutdown()
     wf = walk_forward(folds, confirm, full, sw.objective, span, step_s, out_dir)
-    best_key = max(confirm["all"],
-                   key=lambda k: (objective_value(full[k]["scores"]["span"], sw.objective), k))
+    best_key = min(confirm["all"],  # ties: the smallest key, as everywhere
+                   key=lambda k: (-objective_value(full[k]["scores"]["span"], sw.objective), k))
     best_cfg = apply_candidate(base, by_key[best_key])
     best_data = best_cfg.model_dump(mode="json")
     best_data["run"]["progress"] = True
@@ -631,8 +640,8 @@ def walk_forward(folds: list[Fold], confirm: dict[str, Any], full: dict[str, dic
     rows, parts = [], []
     for f in folds:
         pool = confirm["per_fold"][str(f.index)]
-        pick = max(pool, key=lambda c: (
-            objective_value(full[c]["scores"]["folds"][f.index - 1]["train"], objective), c))
+        pick = min(pool, key=lambda c: (
+            -objective_value(full[c]["scores"]["folds"][f.index - 1]["train"], objective), c))
         sc = full[pick]["scores"]["folds"][f.index - 1]
         rows.append({"fold": f.index, "train": [list(s) for s in f.train], "test": list(f.test),
                      "selected": pick, "train_score": sc["train"], "test_score": sc["test"]})

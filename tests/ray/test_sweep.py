@@ -70,6 +70,8 @@ def test_sweep_best_config_rerun_as_a_backtest_reproduces_its_metrics(
     summary = json.loads((tmp_path / "bt" / m["run_id"] / "summary.json").read_text())
     assert summary["mode"] == "replay"  # the Ray topology and Serve, not the in-process one
     assert {k: m[k] for k in REPRODUCED} == best["metrics"]
+    for k in ("total_return", "sharpe", "sortino", "max_drawdown"):  # the sweep's own scores
+        assert best["scores"]["whole"][k] == pytest.approx(m[k], rel=1e-9), k
     assert m["orders"] > 0
     # and the journals agree byte for byte
     trial = out_dir / "trials" / best["key"] / "journal.log"

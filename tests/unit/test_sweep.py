@@ -58,6 +58,8 @@ def test_apply_candidate_validates_paths_and_values(tmp_path: Path) -> None:
     assert "entry_edge" in str(e.value) and "7" in str(e.value)
     with pytest.raises(Exception, match="space keys must be dotted paths"):
         _cfg(tmp_path, space={"models.horizon": [1, 2]})
+    with pytest.raises(Exception, match="must not repeat a value"):
+        _cfg(tmp_path, space={"strategy.entry_edge": [0.1, 0.1]})
 
 
 def test_fold_plan_anchored_purges_and_embargoes(tmp_path: Path) -> None:
@@ -129,6 +131,9 @@ def test_objective_ranks_a_flat_candidate_at_zero_and_a_broken_one_last() -> Non
     assert objective_value({"sharpe": None, "total_return": -0.1, "max_drawdown": 0.1},
                            "sharpe") == -math.inf
     assert objective_value({"sharpe": 1.5}, "sharpe") == 1.5
+    # no losing step but a gain (Sortino undefined): the best, not the worst
+    rising = score(np.full(50, 1e-4), [(0, 50)], 0.1)
+    assert rising["sortino"] is None and objective_value(rising, "sortino") == math.inf
 
 
 def _tape(tv: float) -> Tape:
