@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from actors.feed.actor import FeedActor
 from actors.journal.actor import JournalActor
 from actors.risk.actor import RiskActor
 from cluster.config import RaydeskConfig
+from cluster.topology import Topology
 
 
 def _copy(value: Any) -> Any:
@@ -80,20 +80,6 @@ class LocalHandle:
         return _LocalMethod(getattr(self._obj, name), self._copy_args)
 
 
-@dataclass
-class LocalTopology:
-    """Same fields as :class:`cluster.topology.Topology`, holding local handles."""
-
-    run_id: str
-    feed: Any
-    symbols: dict[str, Any]
-    risk: Any
-    execution: Any
-    journal: Any
-    ensemble: Any
-    journal_stats: dict[str, Any]
-
-
 def local_ensemble(cfg: RaydeskConfig) -> Any:
     """Return the Serve app's ingress object with every family colocated, configured as Serve.
 
@@ -133,7 +119,7 @@ def _single_batch(model: Any) -> Any:
 
 def build_local_topology(
     cfg: RaydeskConfig, run_id: str, run_dir: Path, start_ns: int, copy: bool = True
-) -> LocalTopology:
+) -> Topology:
     """Build the replay topology in this process (see the module docstring).
 
     Args:
@@ -177,7 +163,7 @@ def build_local_topology(
     )
     execution = LocalHandle(ExecutionActor(cfg_dict, True, None), copy)
     risk = RiskActor(cfg_dict, True, execution, None)
-    return LocalTopology(
+    return Topology(
         run_id=run_id,
         feed=LocalHandle(feed, copy),
         symbols=symbols,
@@ -185,11 +171,12 @@ def build_local_topology(
         execution=execution,
         journal=LocalHandle(journal, copy),
         ensemble=LocalHandle(ensemble, copy),
-        journal_stats={},
+        actors=[],
+        owns_ray=False,
     )
 
 
-async def close_local_topology(topo: LocalTopology) -> None:
+async def close_local_topology(topo: Topology) -> None:
     """Close the journal (drains its sinks) and stop the feed."""
     try:
         topo.journal_stats = await topo.journal.close.remote()

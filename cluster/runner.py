@@ -151,6 +151,11 @@ def run_pipeline(
         teardown(topo)
         loop.close()
     summary = summarize(cfg, stats, portfolio, run_id, run_dir, replay)
+    return _write_summary(summary, topo, run_dir)
+
+
+def _write_summary(summary: dict[str, Any], topo: Any, run_dir: Path) -> dict[str, Any]:
+    """Add the journal's sink stats to ``summary`` and write ``summary.json``."""
     summary["journal"].update(
         {k: v for k, v in topo.journal_stats.items() if k in ("postgres", "redis")}
     )
@@ -181,8 +186,4 @@ def _run_in_process(
     stats, portfolio, topo = asyncio.run(go())
     summary = summarize(cfg, stats, portfolio, run_id, run_dir, True)
     summary["mode"] = "replay-in-process"
-    summary["journal"].update(
-        {k: v for k, v in topo.journal_stats.items() if k in ("postgres", "redis")}
-    )
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
-    return summary
+    return _write_summary(summary, topo, run_dir)

@@ -709,6 +709,13 @@ def reserve_run_dir(cfg: RaydeskConfig, storage: str | Path) -> str:
     return run_ids.reserve_run_dir(f"sweep-{cfg.hash()}-", storage)
 
 
+def _config_error(exc: ConfigError) -> int:
+    print(f"error: invalid config {exc.source}", file=sys.stderr)
+    for line in exc.errors:
+        print(f"  {line}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sweep; return the process exit code (2: bad input)."""
     p = argparse.ArgumentParser(prog="python -m jobs.sweep", description=__doc__.split("\n")[0])
@@ -735,19 +742,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for c in candidates(cfg):
             apply_candidate(cfg.model_dump(mode="json"), c)
     except ConfigError as exc:
-        print(f"error: invalid config {exc.source}", file=sys.stderr)
-        for line in exc.errors:
-            print(f"  {line}", file=sys.stderr)
-        return 2
+        return _config_error(exc)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     run_id = ns.run_id or reserve_run_dir(cfg, storage)
     try:
         result = run_sweep(cfg, storage, run_id, progress=not ns.no_progress)
     except ConfigError as exc:
-        print(f"error: invalid config {exc.source}", file=sys.stderr)
-        for line in exc.errors:
-            print(f"  {line}", file=sys.stderr)
-        return 2
+        return _config_error(exc)
     if ns.json:
         print(json.dumps(result, indent=2))
     else:
